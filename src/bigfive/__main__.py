@@ -1,0 +1,3 @@
+from bigfive.cli import main
+
+raise SystemExit(main())

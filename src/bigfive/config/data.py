@@ -1,0 +1,48 @@
+"""``data`` and ``sample`` sections: where clips come from and how they are split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from bigfive.config.base import check, fraction, positive
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["sample", "chalearn"] = "sample"
+    # Directory holding the official downloads (train-1.zip ..., annotation_*.pkl); source: chalearn.
+    chalearn_dir: str = "data/downloads"
+    # Name of the environment variable holding the val/test archive password (never the password).
+    password_env: str = "CHALEARN_PASSWORD"
+    split: Literal["official", "subject_disjoint"] = "official"
+    raw_dir: str = "data/raw"
+    predict_interview: bool = False
+
+    def validate(self, path: str) -> None:
+        check(bool(self.raw_dir), f"{path}.raw_dir", "must not be empty")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """The embedded sample dataset (``bigfive sample``); see docs/sample.md."""
+
+    n_train: int = 500
+    n_val: int = 50
+    n_test: int = 50
+    seconds: float = 3.0
+    fps: int = 15
+    width: int = 160
+    height: int = 120
+    label_noise: float = 0.03
+    seed: int = 0
+    # Where `bigfive raw` writes the generated download-layout archives before ingesting them.
+    downloads_dir: str = "data/sample_downloads"
+
+    def validate(self, path: str) -> None:
+        for name in ("n_train", "n_val", "n_test"):
+            positive(getattr(self, name), f"{path}.{name}")
+        positive(self.seconds, f"{path}.seconds")
+        positive(self.fps, f"{path}.fps")
+        check(self.width >= 64 and self.height >= 64, f"{path}.width", "width and height must be >= 64 px")
+        fraction(self.label_noise, f"{path}.label_noise")

@@ -1,0 +1,53 @@
+"""``preprocess`` section: face crops, optical flow and feature packing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bigfive.config.base import check, fraction, positive
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    method: Literal["dis", "farneback", "tvl1"] = "dis"
+    dis_preset: Literal["ultrafast", "fast", "medium"] = "fast"
+    # Flow is clipped to +-bound pixels and quantized to uint8 (step = 2*bound/255).
+    bound: float = 8.0
+    # L: stacked flows per sampled frame (frame t -> t+1, ..., t+L-1 -> t+L); channels = 2*L.
+    stack: int = 1
+
+    def validate(self, path: str) -> None:
+        positive(self.bound, f"{path}.bound")
+        check(1 <= self.stack <= 10, f"{path}.stack", f"must be in 1..10, got {self.stack}")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    frames: int = 8  # T: sampled frames per clip (segment-based sampling)
+    sampling: Literal["center", "random"] = "center"  # random = jittered frame per segment
+    crop_size: int = 32  # S: crops are S x S
+    margin: float = 0.25  # crop box = face box enlarged by this share on each side
+    detect_width: int = 320  # frames are downscaled to this width for MTCNN
+    min_face_size: int = 20  # MTCNN minimum face size, in detect_width pixels
+    detect_batch: int = 32
+    box_smoothing: int = 3  # temporal median window over boxes (1 = off)
+    max_missing_share: float = 0.5  # clip excluded when more frames than this lack a face
+    max_failed_share: float = 0.2  # stage fails when more clips than this fail
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    workers: int = 0  # 0 = CPU count
+    faces_dir: str = "data/faces"
+    flow_dir: str = "data/flow"
+    features_dir: str = "data/features"
+    flow: FlowConfig = field(default_factory=FlowConfig)
+
+    def validate(self, path: str) -> None:
+        check(self.frames >= 2, f"{path}.frames", f"must be >= 2, got {self.frames}")
+        check(self.crop_size >= 16, f"{path}.crop_size", f"must be >= 16, got {self.crop_size}")
+        positive(self.margin, f"{path}.margin", allow_zero=True)
+        check(self.detect_width >= 64, f"{path}.detect_width", f"must be >= 64, got {self.detect_width}")
+        positive(self.detect_batch, f"{path}.detect_batch")
+        positive(self.box_smoothing, f"{path}.box_smoothing")
+        fraction(self.max_missing_share, f"{path}.max_missing_share")
+        fraction(self.max_failed_share, f"{path}.max_failed_share")
+        positive(self.workers, f"{path}.workers", allow_zero=True)

@@ -1,0 +1,67 @@
+"""``train``, ``tracking`` and ``evaluate`` sections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bigfive.config.base import check, fraction, positive
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 2
+    grad_clip: float = 1.0  # max gradient norm (0 = off)
+    patience: int = 15  # early stopping on validation mean accuracy (0 = off)
+    num_workers: int = 0  # DataLoader workers
+    hflip: float = 0.5  # probability of a horizontal flip (both streams; flow x negated)
+    temporal_shuffle: float = 0.0  # probability of one shared random permutation of the T steps
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    deterministic: bool = True
+    compile: bool = False  # torch.compile the model
+    models_dir: str = "models"
+
+    def validate(self, path: str) -> None:
+        positive(self.epochs, f"{path}.epochs")
+        positive(self.batch_size, f"{path}.batch_size")
+        positive(self.lr, f"{path}.lr")
+        positive(self.weight_decay, f"{path}.weight_decay", allow_zero=True)
+        positive(self.warmup_epochs, f"{path}.warmup_epochs", allow_zero=True)
+        check(self.warmup_epochs < self.epochs, f"{path}.warmup_epochs", "must be smaller than train.epochs")
+        positive(self.grad_clip, f"{path}.grad_clip", allow_zero=True)
+        positive(self.patience, f"{path}.patience", allow_zero=True)
+        positive(self.num_workers, f"{path}.num_workers", allow_zero=True)
+        fraction(self.hflip, f"{path}.hflip")
+        fraction(self.temporal_shuffle, f"{path}.temporal_shuffle")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "bigfive"
+    registered_model: str = "bigfive-xattn"
+    champion_alias: str = "champion"
+    system_metrics: bool = True
+    enabled: bool = True
+
+    def validate(self, path: str) -> None:
+        check(bool(self.experiment), f"{path}.experiment", "must not be empty")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    splits: list[Literal["train", "val", "test"]] = field(default_factory=lambda: ["val", "test"])
+    results_dir: str = "results"
+    example_clips: int = 4  # clips shown in the attention figures
+    bootstrap: int = 1000  # resamples for confidence intervals (0 = off)
+
+    def validate(self, path: str) -> None:
+        check(len(self.splits) > 0, f"{path}.splits", "needs at least one split")
+        positive(self.example_clips, f"{path}.example_clips", allow_zero=True)
+        positive(self.bootstrap, f"{path}.bootstrap", allow_zero=True)
+
