@@ -18,6 +18,8 @@ class DataConfig:
     split: Literal["official", "subject_disjoint"] = "official"
     raw_dir: str = "data/raw"
     predict_interview: bool = False
+    # Ingest: false reports (and skips) videos without labels and labels without videos, true stops.
+    strict: bool = False
 
     def validate(self, path: str) -> None:
         check(bool(self.raw_dir), f"{path}.raw_dir", "must not be empty")
@@ -36,6 +38,9 @@ class SampleConfig:
     height: int = 120
     label_noise: float = 0.03
     seed: int = 0
+    # T the sample's timed events (nods, flashes) are placed for: they sit on the centre frames of
+    # this many equal segments, so keep it equal to preprocess.frames.
+    segments: int = 8
     # Where `bigfive raw` writes the generated download-layout archives before ingesting them.
     downloads_dir: str = "data/sample_downloads"
 
@@ -46,3 +51,8 @@ class SampleConfig:
         positive(self.fps, f"{path}.fps")
         check(self.width >= 64 and self.height >= 64, f"{path}.width", "width and height must be >= 64 px")
         fraction(self.label_noise, f"{path}.label_noise")
+        # 3 nods plus 3 flashes that may all miss the nods need 6 distinct segments.
+        check(self.segments >= 6, f"{path}.segments", f"must be >= 6, got {self.segments}")
+        frames = round(self.seconds * self.fps)
+        check(frames >= self.segments, f"{path}.seconds",
+              f"seconds * fps = {frames} frames, fewer than segments = {self.segments}")
