@@ -1,0 +1,85 @@
+"""Dynamic stream: a 3D CNN over the optical-flow stacks, one embed_dim token per sampled step.
+
+Input (B, T, C, S, S) with C = 2L quantized flow channels (q = 0..255); ``q / 127.5 - 1`` maps
+them back to [-1, 1] (a fixed multiple of the flow in pixels, so no statistics are needed).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv2d_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def conv3d_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    # temporal kernel 3 with stride 1 keeps one token per sampled step; space halves every block
+    return nn.Sequential(nn.Conv3d(cin, cout, 3, (1, 2, 2), 1, bias=False), nn.BatchNorm3d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class C3D(nn.Module):
+    """Compact C3D-style CNN: a per-frame spatial stem, then Conv3d(3x3x3) blocks; spatial pooling only.
+
+    The stem and block1 are spatial-only (a Conv3d with a 1x3x3 kernel, run as Conv2d on every
+    frame) because Conv3d's backward pass is slow on CPU at 56-112 px; the 3x3x3 blocks run at
+    1/4 and 1/8 resolution, giving each token a receptive field of five sampled steps.
+    """
+
+    def __init__(self, channels: int, width: int = 32):
+        super().__init__()
+        self.stem = conv2d_bn_relu(channels, width)
+        self.block1 = conv2d_bn_relu(width, width)
+        self.block2 = conv3d_bn_relu(width, 2 * width)
+        self.block3 = conv3d_bn_relu(2 * width, 4 * width)
+        self.out_dim = 4 * width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T, S, S) -> (B, T, out_dim)
+        b, _, t = x.shape[:3]
+        y = self.block1(self.stem(x.transpose(1, 2).flatten(0, 1)))  # (B*T, w, S/4, S/4)
+        y = y.view(b, t, *y.shape[1:]).transpose(1, 2)
+        y = self.block3(self.block2(y))
+        return y.mean(dim=(3, 4)).transpose(1, 2)
+
+
+class R2Plus1D(nn.Module):
+    """torchvision r2plus1d_18 with its stem adapted to C flow channels.
+
+    Its layers 2-4 halve time (T -> ceil(T/8)); the T' tokens are linearly interpolated back to T
+    so that both streams share one time axis and the relative-time bias keeps its meaning.
+    """
+
+    def __init__(self, channels: int, frames: int):
+        super().__init__()
+        from torchvision.models.video import r2plus1d_18
+
+        self.net = r2plus1d_18(weights=None)
+        old = self.net.stem[0]
+        self.net.stem[0] = nn.Conv3d(channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+                                     bias=False)
+        self.net.fc = nn.Identity()
+        self.frames = frames
+        self.out_dim = 512
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        x = n.layer4(n.layer3(n.layer2(n.layer1(n.stem(x)))))
+        x = x.mean(dim=(3, 4))  # (B, 512, T')
+        x = F.interpolate(x, size=self.frames, mode="linear", align_corners=False)
+        return x.transpose(1, 2)
+
+
+class DynamicStream(nn.Module):
+    """(B, T, C, S, S) uint8 or 0..255 float flow -> (B, T, embed_dim) tokens."""
+
+    def __init__(self, backbone: str, channels: int, frames: int, width: int, embed_dim: int):
+        super().__init__()
+        self.backbone = C3D(channels, width) if backbone == "c3d" else R2Plus1D(channels, frames)
+        self.proj = nn.Linear(self.backbone.out_dim, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() / 127.5 - 1.0
+        return self.proj(self.backbone(x.transpose(1, 2)))

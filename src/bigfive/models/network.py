@@ -1,0 +1,97 @@
+"""TwoStreamNet: static stream + dynamic stream -> fusion -> MLP head -> traits in [0, 1].
+
+Inputs are the uint8 arrays exactly as the features stage stores them (normalised inside), so
+training, prediction, serving and ONNX share one input format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from bigfive.config.base import ConfigError
+from bigfive.config.model import ModelConfig
+from bigfive.models.dynamic import DynamicStream
+from bigfive.models.fusion import build_fusion
+from bigfive.models.static import StaticStream
+
+
+class Head(nn.Sequential):
+    def __init__(self, dim: int, hidden: int, outputs: int, dropout: float):
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, outputs))
+
+
+class TwoStreamNet(nn.Module):
+    """``net(static, dynamic, padding_mask=None, return_attention=False)``.
+
+    static (B, T, 3, S, S) and dynamic (B, T, C, S, S), uint8 (or float on the same 0..255 scale);
+    padding_mask (B, T) bool, True where a frame is missing. Returns (B, outputs) in [0, 1], or
+    (traits, attention) with attention: direction -> one (B, heads, T_query, T_key) tensor per layer.
+    """
+
+    def __init__(self, cfg: ModelConfig, frames: int, flow_channels: int):
+        super().__init__()
+        self.config = cfg
+        self.frames = frames
+        self.flow_channels = flow_channels
+        uses_static = cfg.fusion != "dynamic_only"
+        uses_dynamic = cfg.fusion != "static_only"
+        self.static = (StaticStream(cfg.static_backbone, cfg.static_width, cfg.embed_dim, cfg.static_weights,
+                                    cfg.freeze_until) if uses_static else None)
+        self.dynamic = (DynamicStream(cfg.dynamic_backbone, flow_channels, frames, cfg.dynamic_width, cfg.embed_dim)
+                        if uses_dynamic else None)
+        self.fusion = build_fusion(cfg, frames)
+        if cfg.fusion == "late":
+            self.head = Head(cfg.embed_dim, cfg.head_hidden, cfg.outputs, cfg.dropout)
+            self.head_dynamic = Head(cfg.embed_dim, cfg.head_hidden, cfg.outputs, cfg.dropout)
+        else:
+            self.head = Head(self.fusion.out_dim, cfg.head_hidden, cfg.outputs, cfg.dropout)
+            self.head_dynamic = None
+
+    def forward(self, static: torch.Tensor, dynamic: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                return_attention: bool = False):
+        t = static.shape[1]
+        if t != self.frames or dynamic.shape[1] != self.frames:  # shape-only check: a guard under compile/export
+            raise ValueError(f"model was built for T={self.frames} frames, got static T={t}, "
+                             f"dynamic T={dynamic.shape[1]}")
+        s = self.static(static) if self.static is not None else None
+        d = self.dynamic(dynamic) if self.dynamic is not None else None
+        fused, attention = self.fusion(s, d, padding_mask)
+        if self.head_dynamic is not None:  # late fusion: average the per-stream predictions
+            traits = 0.5 * (torch.sigmoid(self.head(fused[0])) + torch.sigmoid(self.head_dynamic(fused[1])))
+        else:
+            traits = torch.sigmoid(self.head(fused))
+        return (traits, attention) if return_attention else traits
+
+
+def check_build(cfg: ModelConfig, frames: int, flow_channels: int) -> None:
+    """Reject invalid combinations at construction, naming the key and the reason."""
+    cfg.validate("model")
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise ConfigError("preprocess.frames", f"the model needs a positive frame count, got {frames!r}")
+    if isinstance(flow_channels, bool) or not isinstance(flow_channels, int) or flow_channels < 2 \
+            or flow_channels % 2:
+        raise ConfigError("preprocess.flow.stack", f"flow_channels must be 2 x stack (dx, dy per flow), "
+                                                   f"got {flow_channels!r}")
+    if cfg.fusion == "dynamic_only":
+        for key in ("static_weights", "freeze_until"):
+            if getattr(cfg, key) is not None:
+                raise ConfigError(f"model.{key}", "set, but fusion=dynamic_only builds no static stream")
+    if cfg.static_backbone == "compact" and cfg.static_weights is not None:
+        raise ConfigError("model.static_weights", "the compact CNN has no pretrained weights")
+
+
+def build_model(cfg: ModelConfig, frames: int, flow_channels: int) -> TwoStreamNet:
+    """The configured network for T=``frames`` sampled frames and C=``flow_channels`` flow channels."""
+    if not dataclasses.is_dataclass(cfg) or not isinstance(cfg, ModelConfig):
+        raise TypeError(f"build_model needs a ModelConfig, got {type(cfg).__name__}")
+    check_build(cfg, frames, flow_channels)
+    return TwoStreamNet(cfg, frames, flow_channels)
+
+
+def count_parameters(module: nn.Module | None, trainable_only: bool = False) -> int:
+    if module is None:
+        return 0
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,312 @@
+"""The two-stream network: variants, attention, masking, weights files, freezing, ONNX, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from bigfive.config import ConfigError, ModelConfig
+from bigfive.models import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
+from bigfive.models.checkpoint import CheckpointError
+from bigfive.models.static import STAGES
+
+B, T, S, C = 2, 4, 32, 2
+VARIANTS = [("cross_attention", "static_to_dynamic"), ("cross_attention", "dynamic_to_static"),
+            ("cross_attention", "bidirectional"), ("concat", "bidirectional"), ("sum", "bidirectional"),
+            ("gated", "bidirectional"), ("late", "bidirectional"), ("static_only", "bidirectional"),
+            ("dynamic_only", "bidirectional")]
+FUSED = [v for v in VARIANTS if v[0] not in ("static_only", "dynamic_only")]
+
+
+def tiny(**kw) -> ModelConfig:
+    base = dict(static_width=8, dynamic_width=8, embed_dim=16, heads=2, head_hidden=16, dropout=0.0)
+    return ModelConfig(**{**base, **kw})
+
+
+def batch(seed: int = 0, b: int = B, t: int = T, c: int = C):
+    g = torch.Generator().manual_seed(seed)
+    static = torch.randint(0, 256, (b, t, 3, S, S), dtype=torch.uint8, generator=g)
+    dynamic = torch.randint(0, 256, (b, t, c, S, S), dtype=torch.uint8, generator=g)
+    return static, dynamic
+
+
+def make(cfg: ModelConfig, seed: int = 0, t: int = T, c: int = C):
+    torch.manual_seed(seed)
+    return build_model(cfg, t, c)
+
+
+@pytest.mark.parametrize("fusion,direction", VARIANTS)
+def test_every_variant_outputs_traits_in_unit_interval(fusion, direction):
+    net = make(tiny(fusion=fusion, direction=direction)).eval()
+    static, dynamic = batch()
+    traits, attention = net(static, dynamic, return_attention=True)
+    assert traits.shape == (B, 5)
+    assert torch.all((traits >= 0) & (traits <= 1))
+    # uint8 and float on the same 0..255 scale are the same input
+    torch.testing.assert_close(net(static.float(), dynamic.float()), traits)
+    if fusion == "cross_attention":
+        names = {"bidirectional": {"static_to_dynamic", "dynamic_to_static"}}.get(direction, {direction})
+        assert set(attention) == names
+        assert all(len(v) == 1 and v[0].shape == (B, 2, T, T) for v in attention.values())
+    else:
+        assert attention == {}
+
+
+def test_six_outputs_with_interview():
+    assert make(tiny(outputs=6))(*batch()).shape == (B, 6)
+
+
+@pytest.mark.parametrize("fusion,direction", FUSED)
+def test_gradients_reach_both_streams(fusion, direction):
+    net = make(tiny(fusion=fusion, direction=direction))
+    net(*batch()).sum().backward()
+    for stream in (net.static.backbone, net.dynamic.backbone):
+        norm = sum(p.grad.norm() ** 2 for p in stream.parameters() if p.grad is not None) ** 0.5
+        assert norm > 0
+
+
+def test_single_stream_variants_build_only_their_stream():
+    assert make(tiny(fusion="static_only")).dynamic is None
+    assert make(tiny(fusion="dynamic_only")).static is None
+
+
+def test_masked_keys_get_zero_attention_and_rows_sum_to_one():
+    net = make(tiny(layers=2)).eval()
+    mask = torch.tensor([[False, True, False, True], [False, False, False, False]])
+    _, attention = net(*batch(), padding_mask=mask, return_attention=True)
+    for layers in attention.values():
+        assert len(layers) == 2
+        for a in layers:
+            torch.testing.assert_close(a.sum(-1), torch.ones(B, 2, T))
+            assert torch.all(a[0, :, :, 1] == 0) and torch.all(a[0, :, :, 3] == 0)
+            assert torch.all(a[1] > 0)
+
+
+@pytest.mark.parametrize("fusion", ["cross_attention", "static_only", "concat"])
+def test_masked_frames_do_not_change_the_prediction(fusion):
+    # static tokens are per frame, so a masked frame's crop must not reach the output at all
+    net = make(tiny(fusion=fusion)).eval()
+    static, dynamic = batch()
+    mask = torch.tensor([[False, False, True, False]] * B)
+    before = net(static, dynamic, mask)
+    static[:, 2] = 255 - static[:, 2]
+    torch.testing.assert_close(net(static, dynamic, mask), before)
+    unmasked = torch.zeros_like(mask)
+    assert not torch.allclose(net(static, dynamic, unmasked), net(255 - static, dynamic, unmasked))
+
+
+def test_time_bias_initialisation():
+    net = make(tiny(time_bias_init=6.0))
+    table = net.fusion.blocks["static_to_dynamic"][0].attn.time_bias.table
+    assert table.shape == (2, 2 * T - 1)
+    assert torch.all(table[:, T - 1] == 6.0) and table.abs().sum() == 12.0
+    _, attention = net.eval()(*batch(), return_attention=True)
+    a = attention["static_to_dynamic"][0]
+    assert torch.all(a.diagonal(dim1=-2, dim2=-1).mean(-1) > 0.5)  # same-time keys dominate at init
+    assert make(tiny(time_bias=False)).fusion.blocks["static_to_dynamic"][0].attn.time_bias is None
+
+
+@pytest.mark.parametrize("fusion,direction", VARIANTS)
+def test_each_variant_fits_a_fixed_batch(fusion, direction):
+    net = make(tiny(fusion=fusion, direction=direction))
+    static, dynamic = batch()
+    target = torch.rand(B, 5, generator=torch.Generator().manual_seed(1))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(6):
+        loss = torch.nn.functional.mse_loss(net(static, dynamic), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_same_seed_same_output_different_seed_differs():
+    static, dynamic = batch()
+    a = make(tiny(), seed=3).eval()(static, dynamic)
+    b = make(tiny(), seed=3).eval()(static, dynamic)
+    c = make(tiny(), seed=4).eval()(static, dynamic)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("cfg,frames,channels,key", [
+    (dict(static_weights="w.pt"), T, C, "model.static_weights"),
+    (dict(freeze_until="layer9"), T, C, "model.freeze_until"),
+    (dict(fusion="dynamic_only", freeze_until="block1"), T, C, "model.freeze_until"),
+    (dict(heads=3), T, C, "model.heads"),
+    (dict(), T, 3, "preprocess.flow.stack"),
+    (dict(), 0, C, "preprocess.frames"),
+])
+def test_bad_configs_name_the_key(cfg, frames, channels, key):
+    with pytest.raises(ConfigError) as err:
+        build_model(tiny(**cfg), frames, channels)
+    assert err.value.key == key
+
+
+def test_freeze_until_lists_valid_stages():
+    with pytest.raises(ConfigError, match="block1, block2"):
+        build_model(tiny(freeze_until="layer2"), T, C)
+
+
+@pytest.mark.parametrize("backbone,until", [("compact", "block2"), ("resnet18", "layer2")])
+def test_freeze_until_freezes_exactly_the_named_stages(backbone, until):
+    net = make(tiny(static_backbone=backbone, freeze_until=until))
+    stages = list(STAGES[backbone])
+    frozen = stages[: stages.index(until) + 1]
+    for stage, paths in STAGES[backbone].items():
+        for path in paths:
+            params = list(net.static.backbone.get_submodule(path).parameters())
+            assert params and all(p.requires_grad == (stage not in frozen) for p in params), stage
+    assert all(p.requires_grad for p in net.static.proj.parameters())
+    assert all(p.requires_grad for p in net.dynamic.parameters())
+    net.train()  # frozen BatchNorm keeps its running statistics
+    bns = [m for m in net.static.backbone.get_submodule(STAGES[backbone][until][0]).modules()
+           if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
+    before = [p.clone() for p in net.static.backbone.parameters() if not p.requires_grad]
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    net(*batch()).sum().backward()
+    opt.step()
+    after = [p for p in net.static.backbone.parameters() if not p.requires_grad]
+    assert all(torch.equal(x, y) for x, y in zip(before, after))
+
+
+def test_resnet18_weights_file_loads_and_mismatches_are_named(tmp_path):
+    from torchvision.models import resnet18
+
+    torch.manual_seed(5)
+    state = resnet18(weights=None).state_dict()  # includes fc.*, which the stream drops
+    good = tmp_path / "resnet18.pt"
+    torch.save(state, good)
+    net = build_model(tiny(static_backbone="resnet18", static_weights=str(good)), T, C)
+    torch.testing.assert_close(net.static.backbone.net.conv1.weight, state["conv1.weight"])
+
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(ConfigError, match="nope.pt: weights file not found") as err:
+        build_model(tiny(static_backbone="resnet18", static_weights=str(missing)), T, C)
+    assert err.value.key == "model.static_weights"
+
+    bad = dict(state)
+    bad["layer9.weight"] = bad.pop("layer1.0.conv1.weight")
+    bad["conv1.weight"] = torch.zeros(64, 2, 7, 7)
+    wrong = tmp_path / "wrong.pt"
+    torch.save(bad, wrong)
+    with pytest.raises(ConfigError) as err:
+        build_model(tiny(static_backbone="resnet18", static_weights=str(wrong)), T, C)
+    message = str(err.value)
+    assert "wrong.pt" in message and "layer1.0.conv1.weight" in message and "layer9.weight" in message
+    assert "conv1.weight (64, 2, 7, 7) vs (64, 3, 7, 7)" in message
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match="garbage.pt: not a readable"):
+        build_model(tiny(static_backbone="resnet18", static_weights=str(garbage)), T, C)
+
+
+def test_inception_resnet_v1_with_vggface2_style_weights(tmp_path):
+    from facenet_pytorch import InceptionResnetV1
+
+    torch.manual_seed(6)
+    state = InceptionResnetV1(pretrained=None, classify=True, num_classes=7).state_dict()  # logits.* dropped
+    path = tmp_path / "vggface2.pt"
+    torch.save(state, path)
+    net = build_model(tiny(static_backbone="inception_resnet_v1", static_weights=str(path),
+                           freeze_until="repeat_1", fusion="static_only"), 2, C)
+    torch.testing.assert_close(net.static.backbone.net.last_linear.weight, state["last_linear.weight"])
+    static, dynamic = batch(b=1, t=2)
+    assert net.eval()(static, dynamic).shape == (1, 5)  # 32 px crops are upsampled to the network's minimum
+
+
+def test_r2plus1d_keeps_one_token_per_step():
+    net = make(tiny(dynamic_backbone="r2plus1d_18", fusion="dynamic_only"), c=4).eval()
+    static, dynamic = batch(b=1, c=4)
+    assert net.dynamic(dynamic).shape == (1, T, 16)
+    assert net(static, dynamic).shape == (1, 5)
+
+
+def test_torch_compile_matches_eager():
+    net = make(tiny()).eval()
+    compiled = torch.compile(net, backend="eager", fullgraph=True)
+    static, dynamic = batch()
+    mask = torch.tensor([[False, True, False, False]] * B)
+    torch.testing.assert_close(compiled(static, dynamic, mask), net(static, dynamic, mask))
+
+
+def test_onnx_export_with_dynamic_batch_matches_pytorch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    net = make(ModelConfig()).eval()
+    static, dynamic = batch()
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    path = tmp_path / "model.onnx"
+    names = ["static", "dynamic", "padding_mask"]
+    # the legacy exporter takes ~2 s here; dynamo=True also works (see docs/model.md) but takes ~30 s
+    torch.onnx.export(net, (static, dynamic, mask), str(path), dynamo=False, input_names=names,
+                      output_names=["traits"], dynamic_axes={n: {0: "batch"} for n in [*names, "traits"]})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for b in (1, 3):
+        static, dynamic = batch(seed=b, b=b)
+        mask = torch.zeros(b, T, dtype=torch.bool)
+        mask[0, 1] = True
+        out = session.run(None, {"static": static.numpy(), "dynamic": dynamic.numpy(), "padding_mask": mask.numpy()})
+        assert len(out) == 1 and out[0].shape == (b, 5)
+        with torch.no_grad():
+            np.testing.assert_allclose(out[0], net(static, dynamic, mask).numpy(), atol=1e-4)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    net = make(tiny(fusion="gated"))
+    compiled = torch.compile(net, backend="eager")  # keys of a compiled model carry no _orig_mod. prefix
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, compiled, epoch=3, labels=["openness"])
+    ckpt = load_checkpoint(path)
+    assert ckpt["epoch"] == 3 and ckpt["model_config"]["fusion"] == "gated"
+    assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
+    restored = model_from_checkpoint(ckpt).eval()
+    assert restored.config == net.config and restored.frames == T and restored.flow_channels == C
+    static, dynamic = batch()
+    torch.testing.assert_close(restored(static, dynamic), net.eval()(static, dynamic))
+
+
+def test_load_checkpoint_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="corrupt.pt"):
+        load_checkpoint(corrupt)
+    other = tmp_path / "other.pt"
+    torch.save({"model": {}}, other)
+    with pytest.raises(CheckpointError, match="other.pt: not a bigfive checkpoint .missing model_config"):
+        load_checkpoint(other)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": Evil()}, evil)
+    with pytest.raises(CheckpointError, match="evil.pt"):  # the weights-only unpickler refuses it
+        load_checkpoint(evil)
+
+
+def test_model_summary_cli(tmp_path, capsys):
+    from bigfive.cli import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text("preprocess:\n  frames: 4\n  crop_size: 32\nmodel:\n  fusion: concat\n")
+    assert main(["model-summary", "--params", str(params)]) == 0
+    out = capsys.readouterr().out
+    assert "T=4 S=32 C=2" in out and "fusion=concat" in out
+    rows = {line.split()[0] + line.split()[1]: line.split() for line in out.splitlines()[2:] if "---" not in line}
+    net = build_model(dataclasses.replace(ModelConfig(), fusion="concat"), 4, 2)
+    total = next(v for k, v in rows.items() if k.startswith("total"))
+    assert int(total[1].replace(",", "")) == sum(p.numel() for p in net.parameters())
+    assert float(total[3].replace(",", "")) > 0
+    parts = [v for k, v in rows.items() if not k.startswith("total")]
+    assert {" ".join(v[:-3]) for v in parts} == {"static backbone", "static projection", "dynamic backbone",
+                                                  "dynamic projection", "fusion", "head"}
+    assert sum(int(v[-3].replace(",", "")) for v in parts) == int(total[1].replace(",", ""))
