@@ -25,6 +25,9 @@ class TrainConfig:
     deterministic: bool = True
     compile: bool = False  # torch.compile the model
     models_dir: str = "models"
+    # l1 optimises the ChaLearn metric (1 - MAE) directly; mse weights large errors more.
+    loss: Literal["l1", "mse"] = "l1"
+    min_delta: float = 0.0  # early stopping: smallest val mean accuracy gain that counts as better
 
     def validate(self, path: str) -> None:
         positive(self.epochs, f"{path}.epochs")
@@ -38,6 +41,7 @@ class TrainConfig:
         positive(self.num_workers, f"{path}.num_workers", allow_zero=True)
         fraction(self.hflip, f"{path}.hflip")
         fraction(self.temporal_shuffle, f"{path}.temporal_shuffle")
+        positive(self.min_delta, f"{path}.min_delta", allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -48,9 +52,11 @@ class TrackingConfig:
     champion_alias: str = "champion"
     system_metrics: bool = True
     enabled: bool = True
+    system_metrics_interval: float = 2.0  # seconds between CPU/memory/GPU samples
 
     def validate(self, path: str) -> None:
         check(bool(self.experiment), f"{path}.experiment", "must not be empty")
+        positive(self.system_metrics_interval, f"{path}.system_metrics_interval")
 
 
 @dataclass(frozen=True)
@@ -59,9 +65,13 @@ class EvaluateConfig:
     results_dir: str = "results"
     example_clips: int = 4  # clips shown in the attention figures
     bootstrap: int = 1000  # resamples for confidence intervals (0 = off)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (bf16 autocast on CUDA)
+    batch_size: int = 32  # clips per inference batch (no gradients, so larger than train.batch_size is fine)
 
     def validate(self, path: str) -> None:
         check(len(self.splits) > 0, f"{path}.splits", "needs at least one split")
+        check(len(set(self.splits)) == len(self.splits), f"{path}.splits", f"lists a split twice: {self.splits}")
+        positive(self.batch_size, f"{path}.batch_size")
         positive(self.example_clips, f"{path}.example_clips", allow_zero=True)
         positive(self.bootstrap, f"{path}.bootstrap", allow_zero=True)
 

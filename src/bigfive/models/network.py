@@ -59,10 +59,14 @@ class TwoStreamNet(nn.Module):
         s = self.static(static) if self.static is not None else None
         d = self.dynamic(dynamic) if self.dynamic is not None else None
         fused, attention = self.fusion(s, d, padding_mask)
-        if self.head_dynamic is not None:  # late fusion: average the per-stream predictions
-            traits = 0.5 * (torch.sigmoid(self.head(fused[0])) + torch.sigmoid(self.head_dynamic(fused[1])))
-        else:
-            traits = torch.sigmoid(self.head(fused))
+        # The head runs in fp32 even under bf16 autocast: bf16 rounds sigmoid outputs in steps of ~0.003,
+        # which flattens small trait differences (and can make a column constant, so its r is undefined).
+        with torch.autocast(static.device.type, enabled=False):
+            if self.head_dynamic is not None:  # late fusion: average the per-stream predictions
+                traits = 0.5 * (torch.sigmoid(self.head(fused[0].float()))
+                                + torch.sigmoid(self.head_dynamic(fused[1].float())))
+            else:
+                traits = torch.sigmoid(self.head(fused.float()))
         return (traits, attention) if return_attention else traits
 
 
