@@ -271,6 +271,16 @@ def test_checkpoint_round_trip(tmp_path):
     torch.testing.assert_close(restored(static, dynamic), net.eval()(static, dynamic))
 
 
+def test_checkpoint_with_wrong_shapes_is_a_clear_error(tmp_path):
+    net = make(tiny())
+    save_checkpoint(tmp_path / "best.pt", net)
+    ckpt = load_checkpoint(tmp_path / "best.pt")
+    ckpt["model_config"]["embed_dim"] = 32  # weights were trained for 64-dim tokens
+    ckpt["model_config"]["head_hidden"] = 32
+    with pytest.raises(CheckpointError, match="does not fit its model_config: size mismatch"):
+        model_from_checkpoint(ckpt)
+
+
 def test_load_checkpoint_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_checkpoint(tmp_path / "missing.pt")

@@ -66,7 +66,11 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> TwoStreamNet:
     cfg = _without_weights_file(cfg)
     net = build_model(cfg, int(ckpt["frames"]), int(ckpt["flow_channels"]))
     state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
-    result = net.load_state_dict(state, strict=False)
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches: keep the first line, which names the tensor
+        first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err))
+        raise CheckpointError(f"checkpoint does not fit its model_config: {first}") from None
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(f"checkpoint state dict does not fit the configured model: missing "
                               f"{result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}")

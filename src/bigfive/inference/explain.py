@@ -1,0 +1,115 @@
+"""The ``--explain`` figure for one clip: what the model saw and where its attention went.
+
+Rows: (1) the T sampled face crops, each titled with its source frame and labelled with the
+cross-attention it receives (mean over queries, heads and layers; uniform would be 1/T); (2) the
+optical-flow magnitude at each sampled step (px, one shared colour scale), labelled likewise;
+(3) the (query step x key step) attention map of each direction, and the predicted traits on the
+0-1 scale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bigfive.preprocess.flow import dequantize
+from bigfive.utils.io import atomic_path
+
+if TYPE_CHECKING:
+    from bigfive.inference.predictor import ClipPrediction, Explanation
+
+# Which stream's tokens are the keys of each attention direction (keys are what "receives" attention).
+KEY_STREAM = {"dynamic_to_static": "face", "static_to_dynamic": "flow"}
+
+
+def flow_magnitude(dynamic: np.ndarray, bound: float) -> np.ndarray:
+    """(T, 2L, S, S) uint8 -> (T, S, S) float32 px: the mean magnitude over the L stacked flows."""
+    v = dequantize(dynamic, bound)
+    t, c, s, _ = v.shape
+    v = v.reshape(t, c // 2, 2, s, s)
+    return np.sqrt((v ** 2).sum(axis=2)).mean(axis=1)
+
+
+def write_figure(path: str | Path, pred: ClipPrediction, exp: Explanation) -> None:
+    """Write the labelled PNG for one clip (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t_len = exp.static.shape[0]
+    mag = flow_magnitude(exp.dynamic, exp.bound)
+    vmax = max(float(np.percentile(mag, 99.5)), 0.5)
+    # attention a key step receives = mean over the query steps of the (T_query, T_key) map
+    received = {d: a.mean(axis=0) for d, a in exp.attention.items()}
+    face_att = next((a for d, a in received.items() if KEY_STREAM.get(d) == "face"), None)
+    flow_att = next((a for d, a in received.items() if KEY_STREAM.get(d) == "flow"), None)
+
+    fig = plt.figure(figsize=(max(10.0, 1.25 * t_len + 1.5), 8.0), layout="constrained")
+    rows = fig.add_gridspec(3, 1, height_ratios=[1, 1, 1.6])
+    top = rows[0].subgridspec(1, t_len + 1, width_ratios=[1] * t_len + [0.08])
+    mid = rows[1].subgridspec(1, t_len + 1, width_ratios=[1] * t_len + [0.08])
+    n_maps = max(len(exp.attention), 1)
+    bottom = rows[2].subgridspec(1, n_maps + 1, width_ratios=[1] * n_maps + [1.3])
+    title = f"{Path(pred.clip).name}: face detection rate {pred.detection_rate:.2f}, " \
+            f"mean confidence {pred.mean_confidence:.3f}"
+    fig.suptitle(title + (f"\nWARNING: {pred.warning}" if pred.warning else ""), fontsize=11,
+                 color="firebrick" if pred.warning else "black")
+    im = None
+    for t in range(t_len):
+        ax = fig.add_subplot(top[0, t])
+        ax.imshow(exp.static[t].transpose(1, 2, 0))
+        _bare(ax)
+        ax.set_title(f"t={t} (frame {int(exp.indices[t])})", fontsize=8)
+        if face_att is not None:
+            ax.set_xlabel(f"attn {face_att[t]:.3f}", fontsize=8)
+        if t == 0:
+            ax.set_ylabel("face crop", fontsize=9)
+        ax = fig.add_subplot(mid[0, t])
+        im = ax.imshow(mag[t], cmap="magma", vmin=0.0, vmax=vmax)
+        _bare(ax)
+        if flow_att is not None:
+            ax.set_xlabel(f"attn {flow_att[t]:.3f}", fontsize=8)
+        if t == 0:
+            ax.set_ylabel("flow magnitude", fontsize=9)
+    fig.colorbar(im, cax=fig.add_subplot(mid[0, t_len])).set_label("flow magnitude (px)", fontsize=8)
+
+    if exp.attention:
+        for k, (direction, amap) in enumerate(exp.attention.items()):
+            ax = fig.add_subplot(bottom[0, k])
+            shown = ax.imshow(amap, cmap="viridis", vmin=0.0, vmax=max(float(amap.max()), 1e-6))
+            queries, keys = ("face", "flow") if KEY_STREAM.get(direction) == "flow" else ("flow", "face")
+            ax.set_title(f"{direction.replace('_', ' ')} attention", fontsize=10)
+            ax.set_xlabel(f"key step ({keys})")
+            ax.set_ylabel(f"query step ({queries})")
+            fig.colorbar(shown, ax=ax, shrink=0.85).set_label("weight (mean over heads, layers)", fontsize=8)
+    else:
+        ax = fig.add_subplot(bottom[0, 0])
+        ax.axis("off")
+        ax.text(0.5, 0.5, "this model's fusion has no cross-attention", ha="center", va="center",
+                transform=ax.transAxes)
+
+    ax = fig.add_subplot(bottom[0, n_maps])
+    names = list(pred.traits)
+    values = [pred.traits[n] for n in names]
+    y = np.arange(len(names))
+    ax.barh(y, values, color="steelblue")
+    for yi, v in zip(y, values):
+        ax.text(min(v + 0.02, 0.88), yi, f"{v:.3f}", va="center", fontsize=8)
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("predicted score (0-1)")
+    ax.set_title("predicted traits", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _bare(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])

@@ -1,0 +1,163 @@
+"""One loaded model + its preprocessing, applied to one raw video at a time.
+
+:class:`Predictor` holds everything that is expensive to set up (the network, MTCNN, the DIS flow
+engine), so a process builds it once and reuses it for every clip. Each clip goes through the
+same two halves as the training stages (``extract_faces`` = faces stage, ``FlowEngine.clip`` =
+flow stage) with the checkpoint's preprocessing parameters, then through the network.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bigfive.data.video import VideoError
+from bigfive.inference.loader import output_labels, preprocess_from_checkpoint, quality_floor
+from bigfive.models import load_checkpoint, model_from_checkpoint
+from bigfive.preprocess.clip import extract_faces, make_detector
+from bigfive.preprocess.flow import FlowEngine
+from bigfive.utils.device import resolve_device
+
+
+@dataclass
+class ClipPrediction:
+    """The answer for one clip: traits, or ``status='error'`` with ``error`` saying why."""
+
+    clip: str
+    status: str = "ok"  # ok | error
+    traits: dict[str, float] = field(default_factory=dict)
+    detection_rate: float = math.nan
+    mean_confidence: float = math.nan
+    warning: str = ""  # non-empty when face quality is below what the model was trained on
+    notes: str = ""  # preprocessing remarks (short clip, several faces, interpolated boxes, ...)
+    error: str = ""
+    figure: str = ""  # the --explain PNG
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: faces (decode+detect+crop), flow, model
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def record(self) -> dict[str, Any]:
+        """A JSON-ready dict (NaN quality of failed clips becomes null)."""
+        def num(x: float) -> float | None:
+            return None if x != x else round(float(x), 6)
+
+        out: dict[str, Any] = {"clip": self.clip, "status": self.status}
+        if self.ok:
+            out["traits"] = {k: round(v, 6) for k, v in self.traits.items()}
+        out["quality"] = {"detection_rate": num(self.detection_rate), "mean_confidence": num(self.mean_confidence)}
+        out["warning"] = self.warning
+        out["notes"] = self.notes
+        if not self.ok:
+            out["error"] = self.error
+        if self.figure:
+            out["figure"] = self.figure
+        return out
+
+
+@dataclass
+class Explanation:
+    """What the --explain figure shows for one clip."""
+
+    static: np.ndarray  # (T, 3, S, S) uint8 face crops
+    dynamic: np.ndarray  # (T, C, S, S) uint8 quantized flow
+    indices: np.ndarray  # (T,) source frame of each sampled step
+    attention: dict[str, np.ndarray]  # direction -> (T_query, T_key), mean over layers and heads
+    bound: float  # flow quantization bound (px)
+
+
+class Predictor:
+    """``Predictor(checkpoint_path).predict("talk.mp4")`` -> :class:`ClipPrediction`."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto"):
+        ckpt = load_checkpoint(checkpoint)
+        self.device = resolve_device(device)
+        self.net = model_from_checkpoint(ckpt).eval().to(self.device)
+        self.labels = output_labels(ckpt, self.net.config.outputs)
+        self.cfg = preprocess_from_checkpoint(ckpt, device=str(self.device))
+        self.floor = quality_floor(ckpt)
+        self.detector = make_detector(self.cfg)
+        self.flow = FlowEngine(self.cfg.flow)
+        self.checkpoint = str(checkpoint)
+
+    @classmethod
+    def from_model(cls, model: str | Path, *, tracking: str | None = None, device: str = "auto") -> Predictor:
+        """From a checkpoint path or an MLflow model URI (downloaded to a temporary directory, then removed)."""
+        import tempfile
+
+        from bigfive.inference.loader import resolve_checkpoint
+
+        with tempfile.TemporaryDirectory(prefix="bigfive-model-") as tmp:
+            return cls(resolve_checkpoint(str(model), tracking=tracking, cache_dir=tmp), device=device)
+
+    def arrays(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        """The model inputs of one clip, (T, 3, S, S) and (T, C, S, S) uint8, exactly as ``predict`` makes
+        them: what the served model takes. Raises :class:`VideoError` for unreadable or faceless clips."""
+        path = Path(path)
+        faces = extract_faces(path, self.cfg, self.detector, video_id=path.stem)
+        if faces.status != "ok":
+            raise VideoError(path, faces.reason or "no usable face")
+        return np.ascontiguousarray(faces.crops.transpose(0, 3, 1, 2)), self.flow.clip(faces.flow_frames)
+
+    @torch.inference_mode()
+    def run_model(self, static: np.ndarray, dynamic: np.ndarray, *, attention: bool = False
+                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Traits (outputs,) for one clip's uint8 arrays, and per direction the (T_query, T_key) attention
+        averaged over layers and heads."""
+        s = torch.from_numpy(np.ascontiguousarray(static))[None].to(self.device)
+        d = torch.from_numpy(np.ascontiguousarray(dynamic))[None].to(self.device)
+        if not attention:
+            return self.net(s, d)[0].float().cpu().numpy(), {}
+        traits, att = self.net(s, d, return_attention=True)
+        maps = {name: torch.stack([a[0].float() for a in layers]).mean(dim=(0, 1)).cpu().numpy()
+                for name, layers in att.items() if layers}
+        return traits[0].float().cpu().numpy(), maps
+
+    def predict(self, path: str | Path, *, explain_to: str | Path | None = None) -> ClipPrediction:
+        """Predict one clip; failures come back as ``status='error'`` (never raised)."""
+        pred = ClipPrediction(clip=str(path))
+        try:
+            self._predict(Path(path), pred, explain_to)
+        except VideoError as err:
+            pred.status, pred.error = "error", err.reason
+        except Exception as err:  # a decoder or detector crash on one file must not stop a batch
+            first = (str(err).strip().splitlines() or [""])[0]
+            pred.status, pred.error = "error", f"{type(err).__name__}: {first}".rstrip(": ")
+        return pred
+
+    def _predict(self, path: Path, pred: ClipPrediction, explain_to: str | Path | None) -> None:
+        if not path.exists():
+            raise VideoError(path, "file not found")
+        if path.is_dir():
+            raise VideoError(path, "is a directory")
+        t0 = time.perf_counter()
+        faces = extract_faces(path, self.cfg, self.detector, video_id=path.stem)
+        t1 = time.perf_counter()
+        pred.detection_rate = float(faces.quality.get("detection_rate", math.nan))
+        pred.mean_confidence = float(faces.quality.get("mean_confidence", math.nan))
+        pred.notes = str(faces.quality.get("reason", "") if faces.status == "ok" else "")
+        if faces.status != "ok":
+            pred.status, pred.error = "error", faces.reason or "no usable face"
+            pred.timings = {"faces": t1 - t0}
+            return
+        static = np.ascontiguousarray(faces.crops.transpose(0, 3, 1, 2))
+        dynamic = self.flow.clip(faces.flow_frames)
+        t2 = time.perf_counter()
+        traits, attention = self.run_model(static, dynamic, attention=explain_to is not None)
+        t3 = time.perf_counter()
+        pred.traits = {name: float(v) for name, v in zip(self.labels, traits)}
+        pred.warning = self.floor.check(pred.detection_rate, pred.mean_confidence)
+        pred.timings = {"faces": t1 - t0, "flow": t2 - t1, "model": t3 - t2}
+        if explain_to is not None:
+            from bigfive.inference.explain import write_figure
+
+            exp = Explanation(static, dynamic, np.asarray(faces.indices), attention, self.cfg.flow.bound)
+            write_figure(explain_to, pred, exp)
+            pred.figure = str(explain_to)
