@@ -1,0 +1,226 @@
+"""MLflow helpers: where runs go, what identifies a run's inputs, and the champion alias.
+
+- Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri`` (``sqlite:///mlflow.db``);
+  a relative sqlite path is resolved against the current directory, and a new experiment stores
+  its artifacts in ``mlruns/`` beside the database file, so runs from any directory land in one
+  predictable place.
+- Tags: ``git_commit`` (``git rev-parse HEAD``, ``unknown`` outside git) and ``features_hash``
+  (the md5 DVC recorded for the features output in ``dvc.lock``, else a fingerprint of meta.json
+  and the arrays' sizes and leading bytes; ``features_hash_source`` says which).
+- Champion: each registered version carries a ``val_mean_accuracy`` tag; the alias
+  (``tracking.champion_alias``) moves to a new version only when it is strictly better.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from bigfive.config import Params, flatten, to_dict
+from bigfive.config.train import TrackingConfig
+
+log = logging.getLogger("bigfive.training")
+
+MAX_PARAM_CHARS = 6000
+METRIC_TAG = "val_mean_accuracy"
+MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "file://")
+
+
+def resolve_tracking_uri(cfg: TrackingConfig) -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri
+    return absolute_sqlite(uri)
+
+
+def absolute_sqlite(uri: str) -> str:
+    """``sqlite:///mlflow.db`` -> ``sqlite:////abs/cwd/mlflow.db``; other URIs unchanged."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str((Path.cwd() / uri[len(prefix):]).resolve())
+    return uri
+
+
+def sqlite_file(uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    return Path(uri[len(prefix):].split("?")[0])
+
+
+def artifact_location(uri: str) -> str | None:
+    """``mlruns/`` beside a sqlite database; None (the server's default) for other stores."""
+    db = sqlite_file(uri)
+    return (db.parent / "mlruns").resolve().as_uri() if db is not None else None
+
+
+def configure(cfg: TrackingConfig) -> str:
+    """Point mlflow at the tracking store (and the registry at the same store); returns the URI."""
+    import mlflow
+
+    uri = resolve_tracking_uri(cfg)
+    db = sqlite_file(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def experiment_id(name: str, uri: str) -> str:
+    """The id of experiment ``name``, created with a deterministic artifact location if missing."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise RuntimeError(f"MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore) "
+                               "or choose another tracking.experiment")
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(uri))
+    except MlflowException:  # another process created it between our two calls
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def dvc_lock_hash(features_dir: str | Path, lock_file: str | Path = "dvc.lock") -> str | None:
+    """The md5 DVC recorded for the output at ``features_dir`` (relative to the lock file's directory)."""
+    lock_file = Path(lock_file)
+    if not lock_file.is_file():
+        return None
+    import yaml
+
+    try:
+        lock = yaml.safe_load(lock_file.read_text()) or {}
+    except yaml.YAMLError:
+        log.warning("%s: not valid YAML; falling back to a fingerprint of the features", lock_file)
+        return None
+    try:
+        target = Path(os.path.relpath(Path(features_dir).resolve(), lock_file.parent.resolve())).as_posix()
+    except ValueError:  # different drive
+        return None
+    for stage in (lock.get("stages") or {}).values():
+        for out in (stage or {}).get("outs") or []:
+            if Path(str(out.get("path", ""))).as_posix().rstrip("/") == target and out.get("md5"):
+                return str(out["md5"])
+    return None
+
+
+def fingerprint(files: list[Path], meta: dict[str, Any] | None = None) -> str:
+    """sha256 over meta.json's content and each file's name, size and first MiB (cheap for large memmaps)."""
+    h = hashlib.sha256(json.dumps(meta or {}, sort_keys=True).encode())
+    for path in sorted(files):
+        h.update(path.name.encode())
+        h.update(str(path.stat().st_size).encode())
+        with path.open("rb") as f:
+            h.update(f.read(1 << 20))
+    return h.hexdigest()[:32]
+
+
+def features_hash(features_dir: str | Path | None, files: list[Path], meta: dict[str, Any] | None) -> tuple[str, str]:
+    """(hash, source): DVC's md5 from dvc.lock when it tracks ``features_dir``, else a fingerprint."""
+    if features_dir is not None:
+        md5 = dvc_lock_hash(features_dir)
+        if md5:
+            return md5, "dvc.lock"
+    return fingerprint(files, meta), "fingerprint"
+
+
+def params_for_mlflow(params: Params) -> dict[str, str]:
+    """Flattened ``section.key`` params as strings within MLflow's 6000-character value limit."""
+    out = {}
+    for key, value in flatten(to_dict(params)).items():
+        text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+        out[key] = text if len(text) <= MAX_PARAM_CHARS else text[:MAX_PARAM_CHARS - 3] + "..."
+    return out
+
+
+def log_params(params: Params) -> None:
+    import mlflow
+
+    items = list(params_for_mlflow(params).items())
+    for i in range(0, len(items), 100):  # log_params takes at most 100 per call
+        mlflow.log_params(dict(items[i:i + 100]))
+
+
+def version_metric(client: Any, name: str, version: str) -> float | None:
+    mv = client.get_model_version(name, version)
+    value = (mv.tags or {}).get(METRIC_TAG)
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def promote_champion(name: str, version: str | int, value: float, alias: str = "champion",
+                     client: Any | None = None) -> tuple[bool, str]:
+    """Tag ``version`` with its val mean accuracy; move ``alias`` to it if it beats the current holder.
+
+    Returns (moved, the version holding the alias afterwards).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = client or mlflow.MlflowClient()
+    version = str(version)
+    client.set_model_version_tag(name, version, METRIC_TAG, repr(float(value)))  # full precision
+    try:
+        current = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        current = None
+    if current is not None and str(current.version) != version:
+        best = version_metric(client, name, str(current.version))
+        if best is not None and value <= best:
+            log.info("%s v%s (%s %.4f) does not beat @%s v%s (%.4f): alias unchanged", name, version,
+                     METRIC_TAG, value, alias, current.version, best)
+            return False, str(current.version)
+    client.set_registered_model_alias(name, alias, version)
+    log.info("%s@%s -> v%s (%s %.4f)", name, alias, version, METRIC_TAG, value)
+    return True, version
+
+
+def is_mlflow_uri(uri: str) -> bool:
+    return str(uri).startswith(MLFLOW_SCHEMES) or (Path(uri) / "MLmodel").is_file()
+
+
+def checkpoint_from_uri(uri: str) -> dict[str, Any]:
+    """The checkpoint dict (with ``preprocess`` meta) inside an MLflow pyfunc model (``models:/...``)."""
+    import mlflow
+    import yaml
+
+    from bigfive.models import load_checkpoint
+
+    local = Path(uri) if (Path(uri) / "MLmodel").is_file() else Path(mlflow.artifacts.download_artifacts(uri))
+    mlmodel = local / "MLmodel"
+    if not mlmodel.is_file():
+        raise FileNotFoundError(f"{uri}: no MLmodel file; not an MLflow model")
+    conf = yaml.safe_load(mlmodel.read_text()) or {}
+    artifacts = ((conf.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}
+    entry = artifacts.get("checkpoint")
+    if not entry:
+        raise FileNotFoundError(f"{uri}: the model has no 'checkpoint' artifact (not a bigfive pyfunc model)")
+    return load_checkpoint(local / entry["path"])
+
+
+def load_checkpoint_any(uri_or_path: str | Path) -> dict[str, Any]:
+    """A checkpoint dict from a ``.pt`` path or an MLflow model URI."""
+    from bigfive.models import load_checkpoint
+
+    text = str(uri_or_path)
+    return checkpoint_from_uri(text) if is_mlflow_uri(text) else load_checkpoint(text)

@@ -1,0 +1,191 @@
+"""MLflow tracking of training runs with a real sqlite store in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from bigfive import TRAITS
+from bigfive.config import Params, replace
+from bigfive.models import load_checkpoint, model_from_checkpoint
+from bigfive.training import fit
+from bigfive.training.data import load_split
+from bigfive.training.loop import warm_start
+from bigfive.training.pyfunc import load_predictor, predict_arrays
+from bigfive.training.synthetic import write_features
+from bigfive.training.tracking import (
+    absolute_sqlite,
+    artifact_location,
+    checkpoint_from_uri,
+    dvc_lock_hash,
+    params_for_mlflow,
+    promote_champion,
+)
+
+NAME = "bigfive-test"
+TINY = {"model.static_width": 8, "model.dynamic_width": 8, "model.embed_dim": 16, "model.heads": 2,
+        "model.head_hidden": 16, "train.batch_size": 8, "train.warmup_epochs": 1, "train.lr": 3e-3,
+        "train.epochs": 3, "tracking.registered_model": NAME, "tracking.experiment": "bigfive-test",
+        "tracking.system_metrics_interval": 0.5}
+
+
+def tiny_params(**overrides) -> Params:
+    return replace(Params(), {**TINY, **overrides})
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+        yield root
+    mlflow.set_tracking_uri(previous[0])  # fit points mlflow at the store; leave other tests as they were
+    mlflow.set_registry_uri(previous[1])
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory) -> Path:
+    return write_features(tmp_path_factory.mktemp("features"), n=24, frames=4, size=32, channels=2)
+
+
+@pytest.fixture(scope="module")
+def run(store, features, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models")
+    return fit(tiny_params(), features_dir=features, output_dir=out, run_name="first", tags={"purpose": "test"})
+
+
+def test_run_logs_params_metrics_tags_and_artifacts(run, store):
+    client = MlflowClient()
+    r = client.get_run(run.run_id)
+    assert r.info.status == "FINISHED"
+    assert client.get_experiment(r.info.experiment_id).name == "bigfive-test"
+    # artifacts land in mlruns/ beside the database, wherever the process runs from
+    assert client.get_experiment(r.info.experiment_id).artifact_location == (store / "mlruns").as_uri()
+    assert r.data.params["train.lr"] == "0.003" and r.data.params["model.heads"] == "2"
+    assert r.data.params["evaluate.splits"] == '["val", "test"]'
+    tags = r.data.tags
+    assert tags["purpose"] == "test" and tags["mlflow.runName"] == "first"
+    assert len(tags["git_commit"]) in (40, 7) or tags["git_commit"] == "unknown"
+    assert tags["features_hash_source"] == "fingerprint" and len(tags["features_hash"]) == 32
+    for key in ("train_loss", "val_loss", "val_mean_accuracy", "val_acc_openness", "lr", "epoch_time_s",
+                "data_wait_share"):
+        steps = [m.step for m in client.get_metric_history(run.run_id, key)]
+        assert steps == [1, 2, 3], key
+    accs = [m.value for m in client.get_metric_history(run.run_id, "val_mean_accuracy")]
+    assert accs == pytest.approx([h["val_mean_accuracy"] for h in run.history])
+    files = {a.path for a in client.list_artifacts(run.run_id)}
+    assert {"training_analysis.md", "training_analysis.json", "history.json"} <= files
+    local = mlflow.artifacts.download_artifacts(run_id=run.run_id, artifact_path="training_analysis.md")
+    assert "Recommendations" in Path(local).read_text()
+    info = json.loads((run.output_dir / "run.json").read_text())
+    assert info["run_id"] == run.run_id and info["experiment"] == "bigfive-test"
+
+
+def test_model_is_registered_and_becomes_champion(run):
+    client = MlflowClient()
+    assert run.model_version == "1" and run.champion_moved
+    champ = client.get_model_version_by_alias(NAME, "champion")
+    assert str(champ.version) == "1"
+    assert float(champ.tags["val_mean_accuracy"]) == pytest.approx(run.best_val_mean_accuracy)
+    info = json.loads((run.output_dir / "run.json").read_text())
+    assert info["model_version"] == "1" and info["champion_moved"] and info["champion_version"] == "1"
+
+
+def test_champion_moves_only_to_a_better_version(run):
+    client = MlflowClient()
+    source = client.get_model_version(NAME, "1").source
+    worse = client.create_model_version(NAME, source, run_id=run.run_id)
+    moved, holder = promote_champion(NAME, worse.version, run.best_val_mean_accuracy - 0.01, client=client)
+    assert not moved and holder == "1"
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+    equal = client.create_model_version(NAME, source, run_id=run.run_id)
+    assert promote_champion(NAME, equal.version, run.best_val_mean_accuracy, client=client) == (False, "1")
+    better = client.create_model_version(NAME, source, run_id=run.run_id)
+    moved, holder = promote_champion(NAME, better.version, run.best_val_mean_accuracy + 0.01, client=client)
+    assert moved and holder == str(better.version)
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == str(better.version)
+    client.set_registered_model_alias(NAME, "champion", "1")  # leave v1 as champion for the other tests
+
+
+def test_pyfunc_predicts_like_the_checkpoint(run, features):
+    val = load_split(features, "val")
+    static, dynamic = np.array(val.static[:5]), np.array(val.dynamic[:5])
+    ckpt = load_checkpoint(run.best_checkpoint)
+    expected = predict_arrays(model_from_checkpoint(ckpt).eval(), static, dynamic, torch.device("cpu"))
+
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    out = model.predict({"static": static, "dynamic": dynamic})
+    assert list(out.columns) == list(TRAITS)
+    np.testing.assert_allclose(out.to_numpy(), expected, rtol=0, atol=1e-6)
+    # the REST server's DataFrame form: one clip of nested lists per row
+    frame = pd.DataFrame({"static": [c.tolist() for c in static], "dynamic": [c.tolist() for c in dynamic]})
+    np.testing.assert_allclose(model.unwrap_python_model().predict(None, frame).to_numpy(), expected, atol=1e-6)
+
+    for source in (f"models:/{NAME}@champion", str(run.best_checkpoint)):
+        predictor = load_predictor(source)
+        np.testing.assert_allclose(predictor.predict(static, dynamic), expected, atol=1e-6)
+        assert predictor.labels == list(TRAITS) and predictor.preprocess["crop_size"] == 32
+
+    meta = json.loads((features / "meta.json").read_text())
+    assert checkpoint_from_uri(f"models:/{NAME}@champion")["preprocess"] == meta
+    with pytest.raises(ValueError, match="'dynamic'"):
+        model.unwrap_python_model().predict(None, {"static": static})
+
+
+def test_warm_start_from_a_registered_model(run):
+    ckpt = load_checkpoint(run.best_checkpoint)
+    from bigfive.models import build_model
+
+    net = build_model(tiny_params().model, 4, 2)
+    report = warm_start(net, f"models:/{NAME}@champion")
+    assert report["loaded"] == len(ckpt["model"]) and report["skipped"] == 0
+    assert all(torch.equal(v, ckpt["model"][k]) for k, v in net.state_dict().items())
+
+
+def test_pruned_nested_run_is_killed_and_the_parent_goes_on(store, features, tmp_path):
+    import optuna
+
+    def prune(epoch, metrics):
+        assert "val_mean_accuracy" in metrics
+        raise optuna.TrialPruned()
+
+    mlflow.set_tracking_uri(absolute_sqlite(f"sqlite:///{store}/mlflow.db"))
+    with mlflow.start_run(experiment_id=mlflow.set_experiment("bigfive-test").experiment_id) as parent:
+        with pytest.raises(optuna.TrialPruned):
+            fit(tiny_params(), features_dir=features, output_dir=tmp_path, nested=True, register=False,
+                on_epoch=prune, run_name="trial-0")
+        assert mlflow.active_run().info.run_id == parent.info.run_id
+    client = MlflowClient()
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 1
+    child = children[0]
+    assert child.info.status == "KILLED" and child.info.run_name == "trial-0"
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "val_mean_accuracy")] == [1]
+    assert (tmp_path / "last.pt").is_file()  # written before on_epoch ran
+
+
+def test_helpers(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert absolute_sqlite("sqlite:///mlflow.db") == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert absolute_sqlite("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert absolute_sqlite("http://host:5000") == "http://host:5000"
+    assert artifact_location("sqlite:////abs/x.db") == "file:///abs/mlruns"
+    assert artifact_location("http://host:5000") is None
+    (tmp_path / "data" / "features").mkdir(parents=True)
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  features:\n    cmd: bigfive features\n    outs:\n"
+        "    - path: data/features\n      hash: md5\n      md5: 0123abcd.dir\n      size: 10\n      nfiles: 3\n")
+    assert dvc_lock_hash("data/features") == "0123abcd.dir"
+    assert dvc_lock_hash(tmp_path / "data" / "features") == "0123abcd.dir"
+    assert dvc_lock_hash("data/other") is None
+    values = params_for_mlflow(tiny_params(**{"ablation.seeds": list(range(3000))}))
+    assert all(len(v) <= 6000 for v in values.values()) and values["ablation.seeds"].endswith("...")
