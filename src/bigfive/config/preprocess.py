@@ -31,6 +31,12 @@ class PreprocessConfig:
     detect_width: int = 320  # frames are downscaled to this width for MTCNN
     min_face_size: int = 20  # MTCNN minimum face size, in detect_width pixels
     detect_batch: int = 32
+    # Coarse-to-fine detection: whole-frame MTCNN on this many of the T frames (0 = on all T), then
+    # every frame inside a region around the subject, rescaled so the face is ~roi_face_size px.
+    coarse_frames: int = 3
+    roi_face_size: int = 40
+    roi_pad: float = 0.5  # region = the subject's coarse boxes + this many face sides on each side
+    roi_pnet_threshold: float = 0.8  # MTCNN first-stage threshold in the region pass (whole frames: 0.6)
     box_smoothing: int = 3  # temporal median window over boxes (1 = off)
     max_missing_share: float = 0.5  # clip excluded when more frames than this lack a face
     max_failed_share: float = 0.2  # stage fails when more clips than this fail
@@ -47,6 +53,10 @@ class PreprocessConfig:
         positive(self.margin, f"{path}.margin", allow_zero=True)
         check(self.detect_width >= 64, f"{path}.detect_width", f"must be >= 64, got {self.detect_width}")
         positive(self.detect_batch, f"{path}.detect_batch")
+        positive(self.coarse_frames, f"{path}.coarse_frames", allow_zero=True)
+        check(self.roi_face_size >= 24, f"{path}.roi_face_size", f"must be >= 24, got {self.roi_face_size}")
+        positive(self.roi_pad, f"{path}.roi_pad", allow_zero=True)
+        fraction(self.roi_pnet_threshold, f"{path}.roi_pnet_threshold")
         positive(self.box_smoothing, f"{path}.box_smoothing")
         fraction(self.max_missing_share, f"{path}.max_missing_share")
         fraction(self.max_failed_share, f"{path}.max_failed_share")
