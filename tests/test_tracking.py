@@ -189,3 +189,16 @@ def test_helpers(tmp_path, monkeypatch):
     assert dvc_lock_hash("data/other") is None
     values = params_for_mlflow(tiny_params(**{"ablation.seeds": list(range(3000))}))
     assert all(len(v) <= 6000 for v in values.values()) and values["ablation.seeds"].endswith("...")
+
+
+def test_second_configure_with_other_params_uses_its_own_store(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI; our own earlier choice must not win later."""
+    from bigfive.config import TrackingConfig
+    from bigfive.training import tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = tracking.configure(TrackingConfig(uri=f"sqlite:///{tmp_path / 'a.db'}"))
+    second = tracking.configure(TrackingConfig(uri=f"sqlite:///{tmp_path / 'b.db'}"))
+    assert first.endswith("a.db") and second.endswith("b.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'user.db'}")  # the user's choice wins
+    assert tracking.configure(TrackingConfig(uri=f"sqlite:///{tmp_path / 'b.db'}")).endswith("user.db")

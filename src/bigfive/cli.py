@@ -44,7 +44,8 @@ def _common() -> argparse.ArgumentParser:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; only ``command``'s module is imported to add its arguments."""
-    parser = argparse.ArgumentParser(prog="bigfive", description="bigfive: apparent Big Five personality from talking-head video.")
+    parser = argparse.ArgumentParser(prog="bigfive",
+                                     description="bigfive: apparent Big Five personality from talking-head video.")
     parser.add_argument("--version", action="version", version=f"bigfive {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     common = _common()

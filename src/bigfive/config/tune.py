@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bigfive.config.base import ConfigError, check, positive
+from bigfive.config.base import ConfigError, _coerce, check, positive
+from bigfive.config.model import ModelConfig
+from bigfive.config.train import TrainConfig
+
+# Sections a search may touch; a searched key is "<section>.<field>" of one of them.
+SEARCHABLE: dict[str, type] = {"model": ModelConfig, "train": TrainConfig}
+
+
+def field_hint(key: str) -> Any:
+    """The type hint of the params field at dotted ``key`` (``model.heads`` -> int); KeyError if none."""
+    section, _, name = key.partition(".")
+    cls = SEARCHABLE[section]
+    if name not in {f.name for f in dataclasses.fields(cls)}:
+        raise KeyError(key)
+    return typing.get_type_hints(cls)[name]
 
 
 @dataclass(frozen=True)
 class SearchParam:
-    """One searched hyperparameter; ``when`` makes it conditional, e.g. {fusion: [cross_attention]}."""
+    """One searched hyperparameter.
+
+    ``when`` makes it conditional: ``{model.fusion: [cross_attention]}`` suggests it only in trials
+    whose ``model.fusion`` (searched or fixed in params) is one of the listed values.
+    """
 
     type: Literal["categorical", "int", "float"]
     choices: list[Any] | None = None
@@ -23,30 +43,93 @@ class SearchParam:
     def validate(self, path: str) -> None:
         if self.type == "categorical":
             check(bool(self.choices), f"{path}.choices", "a categorical parameter needs choices")
-        else:
-            if self.low is None or self.high is None:
-                raise ConfigError(f"{path}.low", f"an {self.type} parameter needs low and high")
-            check(self.low < self.high, f"{path}.high", f"must be > low ({self.low}), got {self.high}")
-            check(not self.log or self.low > 0, f"{path}.low", "must be > 0 with log: true")
+            check(self.low is None and self.high is None and self.step is None and not self.log, f"{path}.type",
+                  "a categorical parameter takes choices only (no low/high/step/log)")
+            return
+        check(self.choices is None, f"{path}.choices", f"an {self.type} parameter takes low/high, not choices")
+        if self.low is None or self.high is None:
+            raise ConfigError(f"{path}.low", f"an {self.type} parameter needs low and high")
+        check(self.low < self.high, f"{path}.high", f"must be > low ({self.low}), got {self.high}")
+        check(not self.log or self.low > 0, f"{path}.low", "must be > 0 with log: true")
+        check(not (self.log and self.step is not None), f"{path}.step", "step and log: true cannot be combined")
+        if self.step is not None:
+            positive(self.step, f"{path}.step")
+        if self.type == "int":
+            for name in ("low", "high", "step"):
+                value = getattr(self, name)
+                check(value is None or float(value).is_integer(), f"{path}.{name}",
+                      f"an int parameter needs an integer {name}, got {value}")
 
 
 @dataclass(frozen=True)
 class TuneConfig:
-    study: str = "bigfive-xattn"
-    storage: str = "sqlite:///optuna.db"
-    n_trials: int = 12
-    epochs: int = 8
-    timeout_s: float | None = None
+    study: str = "bigfive-xattn"  # resumed by name; change it when the space, epochs or data change
+    storage: str = "sqlite:///optuna.db"  # RDB URL, or journal:///path.log / path.log for a journal file
+    n_trials: int = 12  # `bigfive tune` tops the study up to this many finished (complete + pruned) trials
+    epochs: int = 8  # train.epochs of every trial
+    timeout_s: float | None = None  # stop starting new trials after this many seconds
     sampler_seed: int = 0
+    tpe_startup_trials: int = 5  # random trials before TPE starts modelling
     pruner: Literal["median", "hyperband", "none"] = "median"
-    experiment: str = "bigfive-tune"
+    pruner_startup_trials: int = 3  # median: trials that finish before any is pruned
+    pruner_warmup_epochs: int = 2  # median: epochs a trial always runs before it may be pruned
+    heartbeat_s: int = 60  # RDB storages: a RUNNING trial silent for 2x this long is failed
+    experiment: str = "bigfive-tune"  # MLflow experiment: one parent run per worker, one child per trial
     results_dir: str = "results/tune"
     # Keys are dotted paths into params (model.heads, train.lr, ...).
     space: dict[str, SearchParam] = field(default_factory=dict)
 
     def validate(self, path: str) -> None:
+        check(bool(self.study), f"{path}.study", "must not be empty")
+        check(bool(self.storage), f"{path}.storage", "must not be empty")
         positive(self.n_trials, f"{path}.n_trials")
         positive(self.epochs, f"{path}.epochs")
-        for key in self.space:
-            check(key.split(".")[0] in ("model", "train"), f"{path}.space.{key}",
-                  "searched keys must start with model. or train.")
+        if self.timeout_s is not None:
+            positive(self.timeout_s, f"{path}.timeout_s")
+        positive(self.tpe_startup_trials, f"{path}.tpe_startup_trials", allow_zero=True)
+        positive(self.pruner_startup_trials, f"{path}.pruner_startup_trials", allow_zero=True)
+        positive(self.pruner_warmup_epochs, f"{path}.pruner_warmup_epochs", allow_zero=True)
+        positive(self.heartbeat_s, f"{path}.heartbeat_s")
+        check(bool(self.experiment), f"{path}.experiment", "must not be empty")
+        for key, param in self.space.items():
+            _validate_searched(key, param, self.space, f"{path}.space.{key}")
+
+
+def _validate_searched(key: str, param: SearchParam, space: dict[str, SearchParam], path: str) -> None:
+    """Catch typos at load time: the key must be a params field and every value must fit its type."""
+    try:
+        hint = field_hint(key)
+    except KeyError:
+        sections = " or ".join(f"{s}.<field>" for s in SEARCHABLE)
+        raise ConfigError(path, f"not a params field (searched keys are {sections})") from None
+    if param.type == "categorical":
+        for i, choice in enumerate(param.choices or []):
+            _coerce(choice, hint, f"{path}.choices[{i}]")
+    else:
+        # An int parameter may fill a float field; a float one may not fill an int field.
+        sample = int(param.low) if param.type == "int" else float(param.low)
+        _coerce(sample, hint, f"{path}.low")
+    for cond_key, values in (param.when or {}).items():
+        try:
+            cond_hint = field_hint(cond_key)
+        except KeyError:
+            raise ConfigError(f"{path}.when.{cond_key}", "not a params field (use model.<field> or train.<field>)") \
+                from None
+        check(cond_key != key, f"{path}.when.{cond_key}", "a parameter cannot depend on itself")
+        check(len(values) > 0, f"{path}.when.{cond_key}", "needs at least one value")
+        for i, value in enumerate(values):
+            _coerce(value, cond_hint, f"{path}.when.{cond_key}[{i}]")
+    _check_no_cycle(key, space, path)
+
+
+def _check_no_cycle(key: str, space: dict[str, SearchParam], path: str) -> None:
+    seen: list[str] = [key]
+    frontier = [key]
+    while frontier:
+        param = space.get(frontier.pop())
+        for dep in (param.when or {}) if param else {}:
+            if dep == key:
+                raise ConfigError(f"{path}.when", f"circular condition: {' -> '.join([*seen, key])}")
+            if dep not in seen:
+                seen.append(dep)
+                frontier.append(dep)

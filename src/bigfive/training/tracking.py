@@ -31,8 +31,14 @@ METRIC_TAG = "val_mean_accuracy"
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "file://")
 
 
+# mlflow.set_tracking_uri() also writes MLFLOW_TRACKING_URI into os.environ; remember what we wrote so that
+# a later configure() with other params is not overridden by our own earlier choice, only by the user's.
+_uri_we_set: str | None = None
+
+
 def resolve_tracking_uri(cfg: TrackingConfig) -> str:
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = env if env and env != _uri_we_set else cfg.uri
     return absolute_sqlite(uri)
 
 
@@ -65,8 +71,10 @@ def configure(cfg: TrackingConfig) -> str:
     db = sqlite_file(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
+    global _uri_we_set
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    _uri_we_set = os.environ.get("MLFLOW_TRACKING_URI")
     return uri
 
 
