@@ -1,26 +1,127 @@
-"""``ablation`` section: variants x seeds trained and compared by pipelines/ablation."""
+"""``ablation`` section: variants x seeds trained and compared by pipelines/ablation, and the
+preprocessing comparison (flow method x T) of pipelines/ablation_flow."""
 
 from __future__ import annotations
 
+import copy
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from bigfive.config.base import check, positive
+from bigfive.config.base import ConfigError, check, positive
+
+_XATTN = {"model.fusion": "cross_attention"}
+_BIDIR = {**_XATTN, "model.direction": "bidirectional", "model.time_bias": True}
+
+# The variants of the issue, in the order tables and figures show them: single streams, pooled
+# fusions, the attention directions, then the parts of the full (reference) model.
+DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
+    "static_only": {"model.fusion": "static_only"},
+    "dynamic_only": {"model.fusion": "dynamic_only"},
+    "concat": {"model.fusion": "concat"},
+    "sum": {"model.fusion": "sum"},
+    "gated": {"model.fusion": "gated"},
+    "late": {"model.fusion": "late"},
+    "cross_attention_static_to_dynamic": {**_XATTN, "model.direction": "static_to_dynamic", "model.time_bias": True},
+    "cross_attention_dynamic_to_static": {**_XATTN, "model.direction": "dynamic_to_static", "model.time_bias": True},
+    "cross_attention_bidirectional": dict(_BIDIR),
+    "cross_attention_bidirectional_no_time_bias": {**_BIDIR, "model.time_bias": False},
+    "cross_attention_bidirectional_h1": {**_BIDIR, "model.heads": 1},
+    "cross_attention_bidirectional_h2": {**_BIDIR, "model.heads": 2},
+    "cross_attention_bidirectional_h4": {**_BIDIR, "model.heads": 4},
+    "cross_attention_bidirectional_h8": {**_BIDIR, "model.heads": 8},
+}
+REQUIRED_VARIANTS: tuple[str, ...] = tuple(DEFAULT_VARIANTS)
+DEFAULT_REFERENCE = "cross_attention_bidirectional"
+
+# Sections a variant may change; data, preprocessing and tracking belong to the pipeline, not the variant.
+ALLOWED_SECTIONS = ("model", "train")
+# a safe directory name, DVC stage key and params key (a dot would split the key path)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def check_name(name: str, key: str) -> None:
+    if not _NAME.match(name):
+        raise ConfigError(key, f"{name!r} is not a valid variant name (letters, digits, '_' and '-'; "
+                               "it becomes a directory name and a DVC stage name)")
+
+
+def check_overrides(name: str, overrides: dict[str, Any], key: str) -> None:
+    for dotted in overrides:
+        section = dotted.split(".", 1)[0]
+        if section not in ALLOWED_SECTIONS or "." not in dotted:
+            raise ConfigError(f"{key}.{dotted}", f"variant {name!r} may only override model.* or train.* keys")
+
+
+def preprocess_name(frames: int, method: str) -> str:
+    """The name of one preprocessing variant of pipelines/ablation_flow (its data and results folder)."""
+    return f"t{frames}_{method}"
+
+
+@dataclass(frozen=True)
+class FlowAblationConfig:
+    """pipelines/ablation_flow: the dynamic stream's preprocessing, flow method x T, end to end."""
+
+    methods: list[Literal["dis", "farneback", "tvl1"]] = field(default_factory=lambda: ["dis", "farneback"])
+    frames: list[int] = field(default_factory=lambda: [4, 8, 16])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    variant: str = DEFAULT_REFERENCE  # the model trained on every preprocessing variant
+    reference: str = "t8_dis"  # the main pipeline's settings; every other variant is tested against it
+    epochs: int | None = None  # None: ablation.epochs
+    data_dir: str = "data/ablation_flow"
+    results_dir: str = "results/ablation_flow"
+    experiment: str = "bigfive-ablation-flow"
+
+    @property
+    def names(self) -> list[str]:
+        return [preprocess_name(t, m) for t in self.frames for m in self.methods]
+
+    def validate(self, path: str) -> None:
+        check(len(self.methods) > 0, f"{path}.methods", "needs at least one flow method")
+        check(len(set(self.methods)) == len(self.methods), f"{path}.methods", f"lists a method twice: {self.methods}")
+        check(len(self.frames) > 0, f"{path}.frames", "needs at least one T")
+        check(len(set(self.frames)) == len(self.frames), f"{path}.frames", f"lists a T twice: {self.frames}")
+        for i, t in enumerate(self.frames):
+            check(t >= 2, f"{path}.frames[{i}]", f"must be >= 2, got {t}")
+        _check_seeds(self.seeds, f"{path}.seeds")
+        if self.epochs is not None:
+            positive(self.epochs, f"{path}.epochs")
+        check(self.reference in self.names, f"{path}.reference",
+              f"{self.reference!r} is not one of {', '.join(self.names)} (t<frames>_<method>)")
+        check(bool(self.experiment), f"{path}.experiment", "must not be empty")
 
 
 @dataclass(frozen=True)
 class AblationConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    epochs: int = 25
+    epochs: int = 40
     experiment: str = "bigfive-ablation"
     results_dir: str = "results/ablation"
-    reference: str = "cross_attention_bidirectional"  # the full model every variant is tested against
+    reference: str = DEFAULT_REFERENCE  # the full model every variant is tested against
     # variant name -> overrides of the model section (and optionally train.*), as dotted keys.
-    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_VARIANTS))
+    # paired test of each variant against the reference over the test clips' per-clip MAE
+    test: Literal["wilcoxon", "bootstrap"] = "wilcoxon"
+    bootstrap: int = 2000  # resamples for the confidence interval of the accuracy difference (and the bootstrap test)
+    flow: FlowAblationConfig = field(default_factory=FlowAblationConfig)
 
     def validate(self, path: str) -> None:
-        check(len(self.seeds) > 0, f"{path}.seeds", "needs at least one seed")
+        _check_seeds(self.seeds, f"{path}.seeds")
         positive(self.epochs, f"{path}.epochs")
-        if self.variants:
-            check(self.reference in self.variants, f"{path}.reference",
-                  f"{self.reference!r} is not one of the variants")
+        positive(self.bootstrap, f"{path}.bootstrap")
+        check(bool(self.experiment), f"{path}.experiment", "must not be empty")
+        check(len(self.variants) > 0, f"{path}.variants", "needs at least one variant")
+        for name, overrides in self.variants.items():
+            check_name(name, f"{path}.variants.{name}")
+            check_overrides(name, overrides, f"{path}.variants.{name}")
+        check(self.reference in self.variants, f"{path}.reference",
+              f"{self.reference!r} is not one of the variants ({', '.join(self.variants)})")
+        check(self.flow.variant in self.variants, f"{path}.flow.variant",
+              f"{self.flow.variant!r} is not one of the variants ({', '.join(self.variants)})")
+
+
+def _check_seeds(seeds: list[int], key: str) -> None:
+    check(len(seeds) > 0, key, "needs at least one seed")
+    check(len(set(seeds)) == len(seeds), key, f"lists a seed twice: {seeds}")
+    for i, s in enumerate(seeds):
+        check(s >= 0, f"{key}[{i}]", f"must be >= 0, got {s}")
