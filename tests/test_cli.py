@@ -17,8 +17,11 @@ def readme_subcommands() -> set[str]:
     blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, flags=re.S)
     names = set()
     for block in blocks:
-        for match in re.finditer(r"(?:^|[\s;&|(])bigfive\s+([a-z][a-z-]*)", block, flags=re.M):
-            names.add(match.group(1))
+        for line in block.splitlines():
+            line = line.split(" #", 1)[0]  # drop shell comments
+            # a command starts a line or follows &&, ;, | or `python -m`
+            for match in re.finditer(r"(?:^|&&|;|\||-m)\s*(?:\$ )?bigfive\s+([a-z][a-z-]*)", line):
+                names.add(match.group(1))
     return names
 
 

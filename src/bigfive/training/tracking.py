@@ -31,15 +31,22 @@ METRIC_TAG = "val_mean_accuracy"
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "file://")
 
 
-# mlflow.set_tracking_uri() also writes MLFLOW_TRACKING_URI into os.environ; remember what we wrote so that
-# a later configure() with other params is not overridden by our own earlier choice, only by the user's.
+# mlflow.set_tracking_uri() also writes MLFLOW_TRACKING_URI into os.environ. Remember what we wrote, and
+# whether it was the user's own variable, so that a later configure() with other params is overridden only
+# by the user's choice, never by our own earlier one.
 _uri_we_set: str | None = None
+_we_set_users_uri = False
+
+
+def _users_env_uri() -> str | None:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if not env or (env == _uri_we_set and not _we_set_users_uri):
+        return None
+    return env
 
 
 def resolve_tracking_uri(cfg: TrackingConfig) -> str:
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    uri = env if env and env != _uri_we_set else cfg.uri
-    return absolute_sqlite(uri)
+    return absolute_sqlite(_users_env_uri() or cfg.uri)
 
 
 def absolute_sqlite(uri: str) -> str:
@@ -71,10 +78,11 @@ def configure(cfg: TrackingConfig) -> str:
     db = sqlite_file(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
-    global _uri_we_set
+    global _uri_we_set, _we_set_users_uri
+    from_user = _users_env_uri() is not None
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    _uri_we_set = os.environ.get("MLFLOW_TRACKING_URI")
+    _uri_we_set, _we_set_users_uri = os.environ.get("MLFLOW_TRACKING_URI"), from_user
     return uri
 
 
