@@ -107,20 +107,14 @@ def _checkpoint_from_mlflow(uri: str, tracking: str | None, cache_dir: str | Pat
 
 def find_checkpoint_file(model_dir: Path, name: str) -> Path:
     """The ``checkpoint`` artifact of a downloaded bigfive pyfunc model (named in its MLmodel file)."""
-    import yaml
+    from bigfive.training.tracking import checkpoint_artifact
 
     if model_dir.is_file():
         return model_dir
-    mlmodel = model_dir / "MLmodel"
-    if not mlmodel.is_file():
-        raise ModelLoadError(f"{name}: no MLmodel file in {model_dir}; not an MLflow model")
-    conf = yaml.safe_load(mlmodel.read_text()) or {}
-    artifacts = ((conf.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}
-    entry = artifacts.get("checkpoint")
-    path = model_dir / entry["path"] if isinstance(entry, dict) and "path" in entry else None
-    if path is None or not path.is_file():
-        raise ModelLoadError(f"{name}: the MLflow model has no 'checkpoint' artifact (not a bigfive pyfunc model)")
-    return path
+    try:
+        return checkpoint_artifact(model_dir, name)
+    except FileNotFoundError as err:
+        raise ModelLoadError(str(err)) from None
 
 
 def preprocess_from_checkpoint(ckpt: dict[str, Any], *, device: str = "cpu") -> PreprocessConfig:

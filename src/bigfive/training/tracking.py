@@ -218,20 +218,27 @@ def is_mlflow_uri(uri: str) -> bool:
 def checkpoint_from_uri(uri: str) -> dict[str, Any]:
     """The checkpoint dict (with ``preprocess`` meta) inside an MLflow pyfunc model (``models:/...``)."""
     import mlflow
-    import yaml
 
     from bigfive.models import load_checkpoint
 
     local = Path(uri) if (Path(uri) / "MLmodel").is_file() else Path(mlflow.artifacts.download_artifacts(uri))
-    mlmodel = local / "MLmodel"
+    return load_checkpoint(checkpoint_artifact(local, uri))
+
+
+def checkpoint_artifact(model_dir: Path, name: str) -> Path:
+    """The ``checkpoint`` artifact file of a bigfive pyfunc model directory (named in its MLmodel file)."""
+    import yaml
+
+    mlmodel = model_dir / "MLmodel"
     if not mlmodel.is_file():
-        raise FileNotFoundError(f"{uri}: no MLmodel file; not an MLflow model")
+        raise FileNotFoundError(f"{name}: no MLmodel file in {model_dir}; not an MLflow model")
     conf = yaml.safe_load(mlmodel.read_text()) or {}
     artifacts = ((conf.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}
     entry = artifacts.get("checkpoint")
-    if not entry:
-        raise FileNotFoundError(f"{uri}: the model has no 'checkpoint' artifact (not a bigfive pyfunc model)")
-    return load_checkpoint(local / entry["path"])
+    path = model_dir / entry["path"] if isinstance(entry, dict) and "path" in entry else None
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"{name}: the MLflow model has no 'checkpoint' artifact (not a bigfive pyfunc model)")
+    return path
 
 
 def load_checkpoint_any(uri_or_path: str | Path) -> dict[str, Any]:
