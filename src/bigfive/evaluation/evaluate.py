@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,15 +374,13 @@ def mlflow_metrics(results: dict[str, EvalResult], noise_floor: float | None) ->
     return {k: float(v) for k, v in out.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
-def tracking_uri(params: Any) -> str:
-    """MLFLOW_TRACKING_URI when set (MLflow's own convention), else ``tracking.uri`` (as the trainer does)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
-
-
 def log_to_mlflow(uri: str, run_id: str, metrics: dict[str, float], artifacts: Sequence[Path],
                   plots_dir: Path) -> bool:
     """Add the evaluation to the training run; warn and skip when that run cannot be found."""
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    from bigfive.training.tracking import sqlite_file
+
+    db = sqlite_file(uri)
+    if db is not None and not db.is_file():
         log.warning("MLflow store %s does not exist: evaluation not logged to run %s", uri, run_id)
         return False
     import mlflow
@@ -480,8 +477,10 @@ def run(args: argparse.Namespace) -> int:
         log.warning("neither %s nor the checkpoint names an MLflow run: evaluation not logged to MLflow",
                     checkpoint.parent / "run.json")
     else:
+        from bigfive.training.tracking import resolve_tracking_uri
+
         artifacts = [results_dir / "metrics.json", *(results_dir / f"predictions_{s}.csv" for s in results)]
-        uri = run_info.get("tracking_uri") or tracking_uri(params)  # where the trainer logged the run
+        uri = run_info.get("tracking_uri") or resolve_tracking_uri(params.tracking)  # where the trainer logged the run
         log_to_mlflow(uri, run_id, mlflow_metrics(results, noise_floor), artifacts, plots_dir)
     if failed:
         log.error("figures that failed: %s", ", ".join(failed))

@@ -150,14 +150,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from bigfive.inference.loader import default_model_uri, resolve_checkpoint, tracking_uri
+    from bigfive.inference.loader import default_model_uri, resolve_checkpoint
     from bigfive.inference.predict import _params
     from bigfive.models import load_checkpoint
+    from bigfive.training.tracking import resolve_tracking_uri
 
     params = _params(args.params)
     model = args.model or default_model_uri(params)
     with tempfile.TemporaryDirectory(prefix="bigfive-model-") as tmp:
-        ckpt = load_checkpoint(resolve_checkpoint(model, tracking=tracking_uri(params), cache_dir=tmp))
+        ckpt = load_checkpoint(resolve_checkpoint(model, tracking=resolve_tracking_uri(params.tracking), cache_dir=tmp))
     res = export_onnx(ckpt, args.output, exporter=args.exporter)
     print(f"exported {model} -> {res.path} (ONNX opset {OPSET}, {res.exporter} exporter; inputs static uint8 "
           f"(B,{res.frames},3,{res.crop_size},{res.crop_size}), dynamic uint8 "

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,11 +65,6 @@ def default_model_uri(params: Any) -> str:
     return f"models:/{params.tracking.registered_model}@{params.tracking.champion_alias}"
 
 
-def tracking_uri(params: Any) -> str:
-    """MLFLOW_TRACKING_URI when set (MLflow's own convention), else ``tracking.uri`` from params."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
-
-
 def resolve_checkpoint(model: str, *, tracking: str | None = None, cache_dir: str | Path | None = None) -> Path:
     """A local checkpoint file for ``model``: the path itself, or the one inside an MLflow model."""
     if is_checkpoint_path(model):
@@ -88,8 +82,10 @@ def _checkpoint_from_mlflow(uri: str, tracking: str | None, cache_dir: str | Pat
         from mlflow.artifacts import download_artifacts
     except ImportError as err:  # pragma: no cover - mlflow is a dependency
         raise ModelLoadError(f"{uri}: MLflow is not installed ({err})") from None
-    db = tracking[len("sqlite:///"):].split("?")[0] if tracking and tracking.startswith("sqlite:///") else None
-    if db and not Path(db).is_file():  # connecting would create an empty store as a side effect
+    from bigfive.training.tracking import sqlite_file
+
+    db = sqlite_file(tracking) if tracking else None
+    if db is not None and not db.is_file():  # connecting would create an empty store as a side effect
         raise ModelLoadError(f"{uri}: the MLflow tracking store {tracking} does not exist (train a model first, "
                              "set MLFLOW_TRACKING_URI, or pass --model models/best.pt)")
     if tracking:

@@ -111,7 +111,8 @@ def predict_videos(videos: Sequence[str | Path], model: str | Path | None = None
     from ``params``); ``workers``: processes (0 = automatic, 1 = in this process); ``on_error`` is
     called with each failed clip as it happens. Never raises for a bad clip.
     """
-    from bigfive.inference.loader import default_model_uri, tracking_uri
+    from bigfive.inference.loader import default_model_uri
+    from bigfive.training.tracking import resolve_tracking_uri
 
     if params is None:
         from bigfive.config import Params
@@ -128,7 +129,7 @@ def predict_videos(videos: Sequence[str | Path], model: str | Path | None = None
     n_workers = resolve_workers(workers, len(clips))
     model = str(model or default_model_uri(params))
     if clips and predictor is None and n_workers == 1:
-        predictor = Predictor.from_model(model, tracking=tracking_uri(params), device=device)
+        predictor = Predictor.from_model(model, tracking=resolve_tracking_uri(params.tracking), device=device)
     results: list[ClipPrediction | None] = [None] * len(clips)
 
     from bigfive.utils.progress import progress
@@ -146,7 +147,7 @@ def predict_videos(videos: Sequence[str | Path], model: str | Path | None = None
             for i, clip in enumerate(clips):
                 done(i, predictor.predict(clip, explain_to=figures[i]))
         elif clips:
-            _run_pool(clips, figures, model, tracking_uri(params), device, n_workers, done)
+            _run_pool(clips, figures, model, resolve_tracking_uri(params.tracking), device, n_workers, done)
     finally:
         bar.close()
     return failures + [r for r in results if r is not None]
@@ -262,7 +263,8 @@ def _params(path: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bigfive.inference.loader import default_model_uri, tracking_uri
+    from bigfive.inference.loader import default_model_uri
+    from bigfive.training.tracking import resolve_tracking_uri
 
     out = Path(args.output) if args.output else None
     if out is not None and out.suffix.lower() not in (".json", ".csv"):
@@ -273,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     params = _params(args.params)
     model = args.model or default_model_uri(params)
-    log.info("model %s (tracking %s)", model, tracking_uri(params))
+    log.info("model %s (tracking %s)", model, resolve_tracking_uri(params.tracking))
 
     def report(pred: ClipPrediction) -> None:
         from tqdm import tqdm
