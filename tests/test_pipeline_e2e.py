@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import clean_env, dvc
+from conftest import dvc
 
 from bigfive import ALL_LABELS, TRAITS
 
@@ -52,15 +52,19 @@ def test_dvc_lock_is_complete_and_up_to_date(tiny_pipeline):
 
 
 def test_mlflow_run_registry_and_model(tiny_pipeline, monkeypatch):
+    import os
+
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    for key in [k for k in clean_env() if k.startswith("MLFLOW_")]:
-        monkeypatch.delenv(key, raising=False)
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:  # e.g. left by an in-process fit
+        monkeypatch.delenv(key)
     monkeypatch.chdir(tiny_pipeline)
     uri = f"sqlite:///{tiny_pipeline / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
+    mlflow.set_registry_uri(uri)  # the registry too: an earlier test may have pointed it elsewhere
+    client = MlflowClient(uri, registry_uri=uri)
     experiment = client.get_experiment_by_name("bigfive")
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
@@ -81,3 +85,5 @@ def test_mlflow_run_registry_and_model(tiny_pipeline, monkeypatch):
     values = np.asarray(pd.DataFrame(out)[list(TRAITS)], dtype=float)
     assert values.shape == (2, 5)
     assert np.all((values >= 0) & (values <= 1))
+    mlflow.set_tracking_uri(previous[0])
+    mlflow.set_registry_uri(previous[1])
