@@ -143,6 +143,54 @@ def test_random_sampling_is_seeded_per_clip(tmp_path, detector):
     assert not np.array_equal(a.indices, c.indices)
 
 
+# ------------------------------------------------------------------ read-ahead
+
+
+def test_read_ahead_gives_the_arrays_of_one_clip_at_a_time(tmp_path, detector):
+    """The next clip decodes in a thread while this one is searched: same arrays, errors in their place."""
+    from bigfive.data.video import VideoError
+    from bigfive.preprocess.clip import extract_faces
+    from bigfive.preprocess.readahead import ReadAhead, iter_decoded
+
+    a = write_clip(tmp_path / "a.mp4", frames=32)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video\n")
+    b = write_clip(tmp_path / "b.mp4", faces=2, frames=24, seed=3)
+    with ReadAhead(CFG) as reader:
+        got = list(iter_decoded(reader, [a, bad, b]))
+    assert [p.name for p, _ in got] == ["a.mp4", "bad.mp4", "b.mp4"]
+    assert isinstance(got[1][1], VideoError) and "bad.mp4" in str(got[1][1])
+    for path, clip in (got[0], got[2]):
+        ahead = extract_faces(path, CFG, detector, decoded=clip)
+        alone = extract_faces(path, CFG, detector)
+        assert ahead.status == alone.status == "ok" and ahead.quality == alone.quality
+        for key in ("crops", "flow_frames", "boxes", "raw_boxes", "confidence", "indices"):
+            np.testing.assert_array_equal(getattr(ahead, key), getattr(alone, key), err_msg=key)
+
+
+def test_read_ahead_stays_inside_a_workers_chunk():
+    from bigfive.preprocess.readahead import with_successors
+
+    assert with_successors([1, 2, 3, 4, 5], 2) == [(1, 2), (2, None), (3, 4), (4, None), (5, None)]
+    assert with_successors([1, 2, 3], 0) == [(1, 2), (2, 3), (3, None)]
+    assert with_successors([], 4) == []
+
+
+def test_one_decoding_thread_gives_the_same_frames(tmp_path):
+    from bigfive.data.video import read_frames, set_decode_threads
+
+    path = write_clip(tmp_path / "a.mp4", frames=24)
+    default, _, n = read_frames(path, [0, 7, 23])
+    set_decode_threads(1)
+    try:
+        single, _, m = read_frames(path, [0, 7, 23])
+    finally:
+        set_decode_threads(None)
+    assert n == m == 24
+    for i in (0, 7, 23):
+        np.testing.assert_array_equal(default[i], single[i])
+
+
 # ------------------------------------------------------------------ stages
 
 

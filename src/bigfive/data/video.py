@@ -37,13 +37,28 @@ class VideoInfo:
     height: int
 
 
+_DECODE_THREADS: int | None = None  # None: FFmpeg's default (about one per core)
+
+
+def set_decode_threads(n: int | None) -> None:
+    """FFmpeg decoding threads for the captures this process opens from now on (None: FFmpeg's default).
+
+    Worker pools set 1: with a process per core, frame threading only adds its own overhead
+    (measured here on a 720p H.264 clip: 0.57 s of CPU per clip with one thread, 0.75 s with two).
+    Decoded frames are identical either way.
+    """
+    global _DECODE_THREADS
+    _DECODE_THREADS = n
+
+
 def _open(path: str | Path) -> cv2.VideoCapture:
     path = Path(path)
     if not path.exists():
         raise VideoError(path, "file not found")
     if path.stat().st_size == 0:
         raise VideoError(path, "zero-length file")
-    cap = cv2.VideoCapture(str(path))
+    cap = cv2.VideoCapture(str(path)) if _DECODE_THREADS is None else \
+        cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, _DECODE_THREADS])
     if not cap.isOpened():
         cap.release()
         raise VideoError(path, "not a readable video (OpenCV/FFmpeg could not open it)")

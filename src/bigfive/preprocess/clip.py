@@ -84,9 +84,23 @@ def _plan(n: int, cfg: PreprocessConfig, rng: np.random.Generator) -> tuple[np.n
     return idx, follow
 
 
-def extract_faces(path: str | Path, cfg: PreprocessConfig, detector: FaceDetector, *, seed: int = 0,
-                  video_id: str | None = None) -> ClipFaces:
-    """Decode ``path`` once, detect and track the face in T sampled frames, crop them (and their successors).
+@dataclass
+class DecodedClip:
+    """What one in-order decode of a clip gives the face search: the sampled frames and their successors."""
+
+    path: Path
+    info: Any  # VideoInfo
+    n: int  # frames really decodable (the header's count, repaired when the file ended early)
+    idx: np.ndarray  # (T,) sampled source frame indices
+    follow: np.ndarray  # (T, L) successor indices
+    images: dict[int, np.ndarray]  # sampled index -> BGR frame
+    gray: dict[int, np.ndarray]  # successor index -> gray frame
+    notes: list[str]
+
+
+def decode_clip(path: str | Path, cfg: PreprocessConfig, *, seed: int = 0, video_id: str | None = None
+                ) -> DecodedClip:
+    """Decode ``path`` once, in order, keeping the T sampled frames and their successors.
 
     Raises :class:`VideoError` for files that cannot be decoded (or have fewer than 2 frames).
     """
@@ -101,21 +115,33 @@ def extract_faces(path: str | Path, cfg: PreprocessConfig, detector: FaceDetecto
     if n < 2:
         raise VideoError(path, f"only {n} frame(s); need at least 2")
     frames, gray = _read(path, n, cfg, seed, video_id)
-    idx, follow, decoded, n_header = frames["idx"], frames["follow"], frames["decoded"], n
+    decoded, n_header = frames["decoded"], n
     if frames["missing"]:  # header overestimated the length: re-plan on what was really decoded
         n = decoded
         if n < 2:
             raise VideoError(path, f"only {n} decodable frame(s) (header says {n_header}); need at least 2")
         notes.append(f"header frame count {n_header} but {n} decodable")
         frames, gray = _read(path, n, cfg, seed, video_id)
-        idx, follow = frames["idx"], frames["follow"]
         if frames["missing"]:
             raise VideoError(path, "frames vanished on a second read (unstable decode)")
     if n < cfg.frames:
         notes.append(f"short clip ({n} frames < T={cfg.frames}; sampled with repeats)")
+    return DecodedClip(path, info, n, frames["idx"], frames["follow"], frames["img"], gray, notes)
+
+
+def extract_faces(path: str | Path, cfg: PreprocessConfig, detector: FaceDetector, *, seed: int = 0,
+                  video_id: str | None = None, decoded: DecodedClip | None = None) -> ClipFaces:
+    """Decode ``path`` once (or take ``decoded``), detect and track the face in T sampled frames, crop them
+    (and their successors).
+
+    Raises :class:`VideoError` for files that cannot be decoded (or have fewer than 2 frames).
+    """
+    clip = decoded if decoded is not None else decode_clip(path, cfg, seed=seed, video_id=video_id)
+    info, n, idx, follow, notes = clip.info, clip.n, clip.idx, clip.follow, list(clip.notes)
+    images, gray = clip.images, clip.gray
 
     t_len = cfg.frames
-    det = detector.detect_clip([frames["img"][int(i)] for i in idx], bgr=True)
+    det = detector.detect_clip([images[int(i)] for i in idx], bgr=True)
     raw_boxes, conf, max_faces = track_main_subject(det)
     found = ~np.isnan(raw_boxes[:, 0])
     quality: dict[str, Any] = {
@@ -145,10 +171,10 @@ def extract_faces(path: str | Path, cfg: PreprocessConfig, detector: FaceDetecto
     flow_frames = np.empty((t_len, cfg.flow.stack + 1, s, s), np.uint8)
     for t, i in enumerate(idx):
         x0, y0, side = square_crop_box(boxes[t], cfg.margin)
-        c = crop(frames["img"][int(i)], x0, y0, side, s)
+        c = crop(images[int(i)], x0, y0, side, s)
         crops[t] = cv2.cvtColor(c, cv2.COLOR_BGR2RGB)
         # gray of the full frame, then crop: exactly the operations applied to the follow frames
-        flow_frames[t, 0] = crop(cv2.cvtColor(frames["img"][int(i)], cv2.COLOR_BGR2GRAY), x0, y0, side, s)
+        flow_frames[t, 0] = crop(cv2.cvtColor(images[int(i)], cv2.COLOR_BGR2GRAY), x0, y0, side, s)
         for k, j in enumerate(follow[t]):
             flow_frames[t, k + 1] = crop(gray[int(j)], x0, y0, side, s)
     quality["reason"] = "; ".join(notes)

@@ -69,20 +69,32 @@ def load_faces_record(path: Path, settings: str | None = None) -> dict[str, Any]
         return None
 
 
-def _make_detector(cfg: PreprocessConfig) -> Any:
+# Tasks go to a worker in chunks of this many consecutive clips, so it can decode the next one while
+# it searches faces in this one (bigfive.preprocess.readahead).
+READ_AHEAD_CHUNK = 4
+
+
+def _worker_state(cfg: PreprocessConfig, seed: int) -> dict[str, Any]:
     from bigfive.preprocess.clip import make_detector
+    from bigfive.preprocess.readahead import ReadAhead
 
-    return make_detector(cfg)
+    return {"detector": make_detector(cfg), "reader": ReadAhead(cfg, seed)}
 
 
-def _faces_job(detector: Any, item: ClipItem, *, cfg: PreprocessConfig, seed: int, settings: str
-               ) -> tuple[dict[str, Any], float]:
+def _faces_job(state: dict[str, Any], task: tuple[ClipItem, ClipItem | None], *, cfg: PreprocessConfig, seed: int,
+               settings: str) -> tuple[dict[str, Any], float]:
     from bigfive.preprocess.clip import extract_faces
 
+    item, successor = task
     t0 = time.perf_counter()
     row: dict[str, Any] = {"video_id": item.video_id, "split": item.split}
     try:
-        res = extract_faces(item.path, cfg, detector, seed=seed, video_id=item.video_id)
+        try:
+            decoded = state["reader"].get(item.path, item.video_id)
+        finally:  # the next clip decodes while this one is searched, also when this one failed
+            if successor is not None:
+                state["reader"].prefetch(successor.path, successor.video_id)
+        res = extract_faces(item.path, cfg, state["detector"], seed=seed, video_id=item.video_id, decoded=decoded)
     except VideoError as err:
         row.update(status="failed", reason=err.reason)
         return row, time.perf_counter() - t0
@@ -119,7 +131,11 @@ def run_faces_stage(params: Params, *, workers: int | None = None, items: list[C
              n_workers)
     job = functools.partial(_faces_job, cfg=cfg, seed=params.seed, settings=settings)
     timings: dict[str, float] = {}
-    for row, seconds in run_pool(job, todo, workers=n_workers, desc="faces", init=_make_detector, init_args=(cfg,)):
+    from bigfive.preprocess.readahead import with_successors  # imports the clip module, which imports flow -> faces
+
+    tasks = with_successors(todo, READ_AHEAD_CHUNK if n_workers > 1 else 0)
+    for row, seconds in run_pool(job, tasks, workers=n_workers, desc="faces", init=_worker_state,
+                                 init_args=(cfg, params.seed), chunksize=READ_AHEAD_CHUNK):
         rows.append(row)
         timings[f"{row['split']}/{row['video_id']}"] = seconds
     write_quality(Path(cfg.faces_dir) / "quality.csv", rows)

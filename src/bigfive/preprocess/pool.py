@@ -82,12 +82,15 @@ def default_workers(requested: int | None, configured: int) -> int:
     return max(1, int(n))
 
 
-def _init(init: Callable[..., Any] | None, init_args: tuple) -> None:
+def _init(init: Callable[..., Any] | None, init_args: tuple, decode_threads: int | None = 1) -> None:
     import cv2
     import torch
 
+    from bigfive.data.video import set_decode_threads
+
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    set_decode_threads(decode_threads)
     _STATE["ctx"] = init(*init_args) if init is not None else None
 
 
@@ -96,35 +99,41 @@ def _call(fn: Callable[[Any, Any], Any], item: Any) -> Any:
 
 
 def run_pool(fn: Callable[[Any, Any], Any], items: Sequence[Any], *, workers: int, desc: str,
-             init: Callable[..., Any] | None = None, init_args: tuple = ()) -> Iterator[Any]:
+             init: Callable[..., Any] | None = None, init_args: tuple = (), unit: str = "clip",
+             chunksize: int = 1) -> Iterator[Any]:
     """Yield ``fn(ctx, item)`` for each item (any order), ``ctx = init(*init_args)`` once per worker.
 
     ``fn`` must catch per-item errors itself (return a failure record) so one bad clip never
     stops the batch; ``fn`` and ``init`` must be module-level (picklable) for ``workers > 1``.
+    With ``chunksize`` k a worker receives k consecutive items at a time and runs them in order
+    (results arrive per chunk); with one worker every item runs in order, in this process.
     """
     if not items:
         return
     workers = min(workers, len(items))
-    bar = progress(total=len(items), desc=desc, unit="clip")
+    bar = progress(total=len(items), desc=desc, unit=unit)
     try:
         if workers <= 1:
             import cv2
             import torch
 
+            from bigfive.data.video import set_decode_threads
+
             threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
             try:
-                _init(init, init_args)
+                _init(init, init_args, decode_threads=None)  # one process: FFmpeg may use the idle cores
                 for item in items:
                     yield _call(fn, item)
                     bar.update()
             finally:
                 torch.set_num_threads(threads)
                 cv2.setNumThreads(cv_threads)
+                set_decode_threads(None)
                 _STATE.clear()
             return
         ctx = mp.get_context("spawn")
         with ctx.Pool(workers, initializer=_init, initargs=(init, init_args)) as pool:
-            for res in pool.imap_unordered(functools.partial(_call, fn), items, chunksize=1):
+            for res in pool.imap_unordered(functools.partial(_call, fn), items, chunksize=max(1, chunksize)):
                 yield res
                 bar.update()
     finally:
