@@ -35,7 +35,7 @@ def pending_runs(params: Params, epochs: int | None = None) -> list[RunSpec]:
 
 def _run_one(ctx: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
     try:
-        record = execute(load_params(ctx["params_path"]), spec, tracking=ctx["tracking"])
+        record = execute(ctx["params"], spec, tracking=ctx["tracking"])
         return {"run": f"{spec.name} seed {spec.seed}", "ok": True,
                 "mean_accuracy": (record.get("test") or {}).get("mean_accuracy")}
     except Exception as err:  # one failed run never stops the others
@@ -48,7 +48,7 @@ def _context(params_path: str, tracking: bool, log_level: int | None = None) -> 
         from bigfive.utils.logs import setup_logging
 
         setup_logging(level=logging.getLevelName(log_level))
-    return {"params_path": params_path, "tracking": tracking}
+    return {"params": load_params(params_path), "tracking": tracking}
 
 
 def run_all(params_path: str | Path, *, jobs: int, tracking: bool = True, epochs: int | None = None) -> int:
