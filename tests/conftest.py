@@ -3,16 +3,27 @@ sample in a temporary git repository; end-to-end, notebook, ablation and server 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The bound on a subprocess, server or request that hangs -- never an expectation of speed: a test must
+# not fail because the machine is busy (a 2-core box running other work can be 10x slower or more).
+# Generous by default; BIGFIVE_TEST_HANG_S overrides it (e.g. lower in CI, to fail a hang sooner).
+HANG_S = float(os.environ.get("BIGFIVE_TEST_HANG_S", "3600"))
 
 # Small enough to run the whole pipeline in about a minute on 2 cores, big enough that every
 # split has clips and every stage does real work.
@@ -69,7 +80,7 @@ def make_project(dest: Path, params: dict) -> Path:
     return dest
 
 
-def dvc(project: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def dvc(project: Path, *args: str, timeout: float = HANG_S) -> subprocess.CompletedProcess:
     result = subprocess.run(["dvc", *args], cwd=project, env=clean_env(), capture_output=True, text=True,
                             timeout=timeout)
     if result.returncode != 0:
@@ -89,3 +100,86 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------------- servers
+# What a server prints when the port it was given is taken (uvicorn, gunicorn, wsgiref, werkzeug).
+PORT_TAKEN = ("address already in use", "errno 98", "connection in use")
+
+
+def listens_on(proc: subprocess.Popen, port: int) -> bool:
+    """Whether ``proc`` or one of its children holds a listening TCP socket on ``port``."""
+    import psutil
+
+    try:
+        root = psutil.Process(proc.pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return False
+    for p in family:
+        try:
+            if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                   for c in p.net_connections(kind="tcp")):
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM the server's process group, SIGKILL it if it lingers; the process is reaped either way."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    proc.wait(timeout=timeout)
+
+
+@contextlib.contextmanager
+def serve(command: Callable[[int], list[str]], ready_path: str, log: Path, *, env: dict[str, str] | None = None,
+          cwd: Path | None = None, startup_s: float = HANG_S, tries: int = 3) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run ``command(port)`` (a server) until the block ends; yields its base URL and process once it is up.
+
+    Up means: this process (or a child) listens on the port *and* ``GET ready_path`` answers 200, so the
+    test never talks to another program that happens to hold the port. ``free_port`` can only say that a
+    port was free a moment ago; when another process binds it first, the server exits saying so, and it
+    is started again on a new port instead of failing the test. ``startup_s`` only bounds a server that
+    hangs; the time it takes to start is not asserted.
+    """
+    for _ in range(tries):
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        with log.open("w") as out:
+            proc = subprocess.Popen(command(port), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        try:
+            if _wait_until_up(proc, port, base + ready_path, log, startup_s):
+                yield base, proc
+                return
+        finally:
+            stop_server(proc)
+    raise AssertionError(f"the ports were taken {tries} times in a row:\n{log.read_text()[-3000:]}")
+
+
+def _wait_until_up(proc: subprocess.Popen, port: int, url: str, log: Path, startup_s: float) -> bool:
+    """True once the server is up; False when it exited because the port was taken; AssertionError otherwise."""
+    deadline = time.monotonic() + startup_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            text = log.read_text()
+            if any(s in text.lower() for s in PORT_TAKEN):
+                return False
+            raise AssertionError(f"{proc.args[0]} exited with {proc.returncode}:\n{text[-3000:]}")
+        if listens_on(proc, port):
+            try:
+                with urllib.request.urlopen(url, timeout=30) as response:
+                    if response.status == 200:
+                        return True
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+        time.sleep(0.5)
+    raise AssertionError(f"{proc.args[0]} did not come up within {startup_s:.0f} s:\n{log.read_text()[-3000:]}")

@@ -6,12 +6,12 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT, clean_env
+from conftest import HANG_S, ROOT, clean_env
 
 
 def _last_json(args: list[str]) -> dict:
     result = subprocess.run([sys.executable, *args], cwd=ROOT, env=clean_env(), capture_output=True, text=True,
-                            timeout=600)
+                            timeout=HANG_S)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -24,6 +24,12 @@ def test_preprocess_benchmark_measures_every_route_on_h264():
     assert out["decode_route"] in out["decode_s_by_route"] and set(out["decode_s_by_route"]) == {"default", "1"}
     for key in ("decode_fps", "pipeline_fps", "pipeline_single_fps", "naive_fps"):
         assert out[key] > 0, key
-    assert abs(out["ratio_to_decode"] - out["pipeline_fps"] / out["decode_fps"]) < 0.01
+    # ratio_to_decode is pipeline_fps / decode_fps before rounding; the printed fps are rounded to 0.1, so
+    # the ratio must lie within what those roundings allow (a fixed tolerance would depend on how fast
+    # this machine decodes: at 5 fps, 0.05 fps of rounding alone moves the ratio by 0.01)
+    p, d, half = out["pipeline_fps"], out["decode_fps"], 0.05
+    low = (p - half) / (d + half)
+    high = (p + half) / (d - half) if d > half else float("inf")
+    assert low - 0.0005 <= out["ratio_to_decode"] <= high + 0.0005, (out["ratio_to_decode"], p, d)
     assert set(out["parts_s_per_clip"]) == {"read_s", "detect_s", "crop_s", "flow_s"}
     assert isinstance(out["target_met"], bool)

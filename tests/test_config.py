@@ -57,3 +57,65 @@ def test_load_params_names_file(tmp_path):
 def test_missing_params_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+# --------------------------------------------------------------------------------------------- hostile files
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1e999", "9" * 400])
+def test_non_finite_numbers_are_refused(tmp_path, value):
+    with pytest.raises(ConfigError) as info:
+        load_params(_write(tmp_path, f"train:\n  lr: {value}\n"))
+    assert info.value.key == "train.lr"
+    assert "finite" in info.value.reason or "NaN" in info.value.reason
+
+
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
+    with pytest.raises(ConfigError, match=r"duplicate key 'lr' \(first on line 2\).*\(line 4, column 3\)"):
+        load_params(_write(tmp_path, "train:\n  lr: 0.1\n  epochs: 3\n  lr: 0.2\n"))
+    # merge keys may still be overridden explicitly
+    text = "base: &b {lr: 0.1, epochs: 3}\n"
+    data = yaml.safe_load(text)
+    assert data == {"base": {"lr": 0.1, "epochs": 3}}
+    from bigfive.config.base import load_yaml
+
+    assert load_yaml(_write(tmp_path, text + "train:\n  <<: *b\n  lr: 0.5\n"))["train"] == {"lr": 0.5, "epochs": 3}
+
+
+def test_alias_bomb_is_refused_quickly_in_bounded_memory(tmp_path):
+    import tracemalloc
+
+    lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x","x"]']
+    lines += [f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = _write(tmp_path, "\n".join(lines) + "\nseed: *a8\n")  # ~450 bytes, 10**9 strings expanded
+    assert path.stat().st_size < 500
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError, match=r"aliases expand to more than 10000 extra nodes") as info:
+            load_params(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 << 20, f"{peak >> 20} MB"
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+    with pytest.raises(ConfigError, match="nested deeper|expand"):  # a recursive alias
+        load_params(_write(tmp_path, "seed: &r [*r]\n"))
+
+
+def test_messages_never_expand_or_print_control_characters(tmp_path):
+    # a value under the alias budget but long when printed whole
+    text = 'train:\n  lr: [&b ["' + 'y' * 5000 + '", "' + 'z' * 5000 + '"], *b, *b, *b, *b]\n'
+    with pytest.raises(ConfigError, match="expected a number, got ") as info:
+        load_params(_write(tmp_path, text))
+    assert len(str(info.value)) < 400 and info.value.key == "train.lr"
+    with pytest.raises(ConfigError) as info:
+        load_params(_write(tmp_path, 'train:\n  "lr\\x1b[2J\\nforged": 1\n'))
+    assert "\x1b" not in str(info.value) and "\n" not in str(info.value) and "\\x1b[2J\\nforged" in str(info.value)
+    with pytest.raises(ConfigError, match=r"not valid YAML: .*\(line \d+, column \d+\)$"):
+        load_params(_write(tmp_path, "train: [1,\n  2\n"))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from conftest import HANG_S
 
 from bigfive.models import load_checkpoint, model_from_checkpoint
 from bigfive.training.data import split_indices
@@ -32,7 +33,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
            "--dynamic-features", str(features / "train/dynamic_features.npy"),
            "--labels", str(features / "train/labels.npy"), "--val-split", "0.2", "--epochs", "1",
            "--output", str(out)]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
 
     ckpt = load_checkpoint(out / "last.pt")

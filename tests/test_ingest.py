@@ -349,7 +349,11 @@ def test_wrong_password_names_the_video_archive(tmp_path, clips, encrypted):
         write_zip(dl / name, members)
     if not encrypted:
         (dl / "val-1.zip").unlink()
-        assert ingest(dl, tmp_path / "ok", password=None)["labels_without_video"]  # no password needed
+        # val has labels but no clips left: an incomplete download, refused unless asked for
+        with pytest.raises(IngestError, match=r"downloads: val: split is empty: .*pass --partial"):
+            ingest(dl, tmp_path / "ok", password=None)
+        report = ingest(dl, tmp_path / "ok", password=None, partial=True)
+        assert report["labels_without_video"] and report["partial"] is True  # no password needed
         return
     with pytest.raises(IngestError, match=r"^val-1\.zip: validation80_01\.zip: wrong password"):
         ingest(dl, tmp_path / "raw", password=b"nope")

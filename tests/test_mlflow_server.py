@@ -3,22 +3,17 @@ through the REST API researchers' tools (and the UI) use."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import clean_env, free_port
+from conftest import HANG_S, clean_env, serve
 from test_ablation import TINY_SEEDS, TINY_VARIANTS, ablation_project
 
-STARTUP_S = 90
-STOP_S = 20
+# Only bounds on a server that hangs (conftest.HANG_S): the first request after /health opens the
+# tracking store (SQLAlchemy, schema check), which can take many seconds on a loaded 2-core machine.
+STARTUP_S = REQUEST_S = HANG_S
 
 
 @pytest.fixture(scope="module")
@@ -26,58 +21,31 @@ def ablated(tiny_pipeline, tmp_path_factory) -> Path:
     return ablation_project(tiny_pipeline, tmp_path_factory.getbasetemp())
 
 
-def _get(url: str, timeout: float = 10) -> dict:
+def _get(url: str, timeout: float = REQUEST_S) -> dict:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.loads(r.read())
 
 
-def _post(url: str, body: dict, timeout: float = 10) -> dict:
+def _post(url: str, body: dict, timeout: float = REQUEST_S) -> dict:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.loads(r.read())
 
 
-def _log(tmp_path: Path) -> str:
-    return (tmp_path / "server.log").read_text()[-4000:]
-
-
 @pytest.fixture
 def server(ablated, tmp_path):
-    port = free_port()
     db = ablated / "mlflow.db"
     assert db.is_file(), "the ablation wrote no MLflow store"
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        ["mlflow", "server", "--backend-store-uri", f"sqlite:///{db}", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=tmp_path, env=clean_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_S
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"mlflow server exited ({proc.returncode}):\n{_log(tmp_path)}")
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server not up after {STARTUP_S} s:\n{_log(tmp_path)}")
-            time.sleep(0.5)
+
+    def command(port: int) -> list[str]:
+        return ["mlflow", "server", "--backend-store-uri", f"sqlite:///{db}", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", "1"]
+
+    with serve(command, "/health", tmp_path / "server.log", env=clean_env(), cwd=tmp_path,
+               startup_s=STARTUP_S) as (base, proc):
         yield base
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # already gone
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=STOP_S)
-        log.close()
-        assert proc.returncode is not None, "mlflow server still running"
+    assert proc.returncode is not None, "mlflow server still running"
 
 
 def test_server_lists_ablation_runs_with_metrics(server, ablated):

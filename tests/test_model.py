@@ -17,7 +17,8 @@ B, T, S, C = 2, 4, 32, 2
 VARIANTS = [("cross_attention", "static_to_dynamic"), ("cross_attention", "dynamic_to_static"),
             ("cross_attention", "bidirectional"), ("concat", "bidirectional"), ("sum", "bidirectional"),
             ("gated", "bidirectional"), ("late", "bidirectional"), ("static_only", "bidirectional"),
-            ("dynamic_only", "bidirectional")]
+            ("dynamic_only", "bidirectional"), ("framewise", "static_to_dynamic"), ("framewise", "bidirectional"),
+            ("framewise_shifted", "static_to_dynamic")]
 FUSED = [v for v in VARIANTS if v[0] not in ("static_only", "dynamic_only")]
 
 
@@ -47,10 +48,11 @@ def test_every_variant_outputs_traits_in_unit_interval(fusion, direction):
     assert torch.all((traits >= 0) & (traits <= 1))
     # uint8 and float on the same 0..255 scale are the same input
     torch.testing.assert_close(net(static.float(), dynamic.float()), traits)
-    if fusion == "cross_attention":
+    if fusion in ("cross_attention", "framewise", "framewise_shifted"):
         names = {"bidirectional": {"static_to_dynamic", "dynamic_to_static"}}.get(direction, {direction})
         assert set(attention) == names
-        assert all(len(v) == 1 and v[0].shape == (B, 2, T, T) for v in attention.values())
+        heads = 2 if fusion == "cross_attention" else 1  # the framewise controls have one fixed map
+        assert all(len(v) == 1 and v[0].shape == (B, heads, T, T) for v in attention.values())
     else:
         assert attention == {}
 
@@ -320,3 +322,47 @@ def test_model_summary_cli(tmp_path, capsys):
     assert {" ".join(v[:-3]) for v in parts} == {"static backbone", "static projection", "dynamic backbone",
                                                   "dynamic projection", "fusion", "head"}
     assert sum(int(v[-3].replace(",", "")) for v in parts) == int(total[1].replace(",", ""))
+
+
+@pytest.mark.parametrize("ff", ["gelu", "geglu"])
+def test_framewise_controls_match_the_cross_attention_model_in_size(ff):
+    from bigfive.models import count_parameters
+
+    ref = count_parameters(make(ModelConfig(fusion="cross_attention", direction="static_to_dynamic", ff=ff)))
+    for fusion in ("framewise", "framewise_shifted"):
+        n = count_parameters(make(ModelConfig(fusion=fusion, direction="static_to_dynamic", ff=ff)))
+        assert 0.9 * ref <= n < ref, (fusion, n, ref)  # no query/key projections: slightly smaller, within 10 %
+
+
+def test_same_time_mix_pairs_step_t_with_t_or_t_plus_half():
+    from bigfive.models.attention import SameTimeMix
+
+    t, d = 6, 4
+    context = torch.arange(t, dtype=torch.float32).view(1, t, 1).expand(1, t, d)
+    for shift, expected in ((0, [0, 1, 2, 3, 4, 5]), (t // 2, [3, 4, 5, 0, 1, 2])):
+        mix = SameTimeMix(d, t, shift)
+        with torch.no_grad():  # value and output projections as identities: the output shows which step was taken
+            for lin in (mix.v, mix.out):
+                lin.weight.copy_(torch.eye(d))
+                lin.bias.zero_()
+        y, weights = mix(torch.zeros(1, t, d), context)
+        assert y[0, :, 0].tolist() == expected
+        assert weights.shape == (1, 1, t, t) and torch.equal(weights[0, 0].argmax(-1), torch.tensor(expected))
+        # a masked context step contributes nothing: the step paired with it gets zeros (biases are zero)
+        mask = torch.tensor([[False, True, False, False, False, False]])
+        y, _ = mix(torch.zeros(1, t, d), context + 1, mask)
+        paired = expected.index(1)
+        assert y[0, paired].abs().sum() == 0 and (y[0, [i for i in range(t) if i != paired]] > 0).all()
+
+
+def test_geglu_feed_forward_keeps_the_size_and_multiplies():
+    from bigfive.models.attention import FeedForward, GatedFeedForward
+
+    plain, gated = FeedForward(64, 4, 0.0), GatedFeedForward(64, 4, 0.0)
+    n = [sum(p.numel() for p in m.parameters()) for m in (plain, gated)]
+    assert abs(n[1] - n[0]) / n[0] < 0.01
+    x = torch.randn(3, 64)
+    # a product of two projections: scaling the input by 2 scales the pre-down-projection output by ~4 for large x
+    y1 = gated.down.weight.pinverse() @ (gated(100 * x) - gated.down.bias).T
+    y2 = gated.down.weight.pinverse() @ (gated(200 * x) - gated.down.bias).T
+    assert torch.allclose(y2.abs().sum(), 4 * y1.abs().sum(), rtol=0.05)

@@ -80,8 +80,11 @@ def test_download_layout_and_names(tiny: tuple[Path, dict]) -> None:
     out, meta = tiny
     expected = {"train-1.zip", "val-1.zip", "test-1e.zip", "annotation_training.pkl", "annotation_validation.pkl",
                 "annotation_test.pkl", "eth_gender_annotations_dev.csv", "eth_gender_annotations_test.csv",
-                "sample_metadata.json"}
+                "sample_metadata.json", "sample_complete.json"}
     assert {p.name for p in out.iterdir()} == expected  # no temp files left behind
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")] == []  # nor beside it
+    done = json.loads((out / S.SAMPLE_COMPLETE).read_text())  # written last: every file and its size
+    assert done["files"] == {p.name: p.stat().st_size for p in out.iterdir() if p.name != S.SAMPLE_COMPLETE}
     counts = {"train": 6, "val": 3, "test": 3}
     for split, ann in S.ANNOTATIONS.items():
         clips = _nested(out, split, PASSWORD)

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import HANG_S, serve
 
 from bigfive import ALL_LABELS, TRAITS
 from bigfive.cli import main
@@ -32,7 +28,6 @@ from bigfive.preprocess.synth import carphone_path
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES, SIZE = 4, 32
 MODEL_URI = "models:/bigfive-xattn@champion"
-READY_TIMEOUT_S = 180
 
 
 def write_features(d: Path) -> None:
@@ -51,27 +46,6 @@ def write_features(d: Path) -> None:
             "train_quality": {"clips": 8, "mean_detection_rate": 1.0, "p05_detection_rate": 1.0,
                               "mean_confidence": 0.99, "p05_confidence": 0.98}}
     (d / "meta.json").write_text(json.dumps(meta))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"mlflow models serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"server not ready after {READY_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
 
 
 def test_served_model_answers_like_predict(tmp_path, monkeypatch, capsys):
@@ -103,29 +77,19 @@ def test_served_model_answers_like_predict(tmp_path, monkeypatch, capsys):
     res = preprocess_clip(clip, cfg, make_detector(cfg))
     assert res.status == "ok"
 
-    port = free_port()
-    log = tmp_path / "serve.log"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", MODEL_URI,
-                                 "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/ping", proc, log)
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "mlflow", "models", "serve", "-m", MODEL_URI, "--env-manager", "local",
+                "--host", "127.0.0.1", "--port", str(port)]
+
+    with serve(command, "/ping", tmp_path / "serve.log", env=env, startup_s=HANG_S) as (base, proc):
         body = json.dumps({"inputs": {"static": res.static[None].tolist(),
                                       "dynamic": res.dynamic[None].tolist()}}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as r:
+        req = urllib.request.Request(f"{base}/invocations", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=HANG_S) as r:
             answer = json.loads(r.read())
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    assert proc.poll() is not None
+    assert proc.poll() is not None  # stopped when the block ended
 
     (row,) = answer["predictions"]
     served = [row[t] for t in TRAITS]

@@ -237,3 +237,60 @@ def test_dvc_stage_cli_reads_params_yaml(features, tmp_path, monkeypatch):
     for name in ("best.pt", "last.pt", "history.json", "run.json", "training_analysis.md"):
         assert (models / name).is_file(), name
     assert len(json.loads((models / "history.json").read_text())) == 2
+
+
+def test_epochs_to_interaction_is_the_first_epoch_at_the_threshold(trained):
+    from bigfive.training.loop import first_epoch_reaching
+
+    rows = [{"epoch": 1, "val_acc_agreeableness": 0.80}, {"epoch": 2, "val_acc_agreeableness": 0.905},
+            {"epoch": 3, "val_acc_agreeableness": 0.85}, {"epoch": 4, "val_acc_agreeableness": 0.95}]
+    assert first_epoch_reaching(rows, "val_acc_agreeableness", 0.90) == 2
+    assert first_epoch_reaching(rows, "val_acc_agreeableness", 0.96) is None
+    assert first_epoch_reaching(rows, "val_acc_missing", 0.5) is None
+    # the fitted run records it from its own history, in the result and in run.json
+    reached = [h["epoch"] for h in trained.history if h["val_acc_agreeableness"] >= 0.90]
+    assert trained.epochs_to_interaction == (reached[0] if reached else None)
+    run = json.loads((trained.output_dir / "run.json").read_text())
+    assert run["epochs_to_interaction"] == trained.epochs_to_interaction
+    low = first_epoch_reaching(trained.history, "val_acc_agreeableness", 0.0)
+    assert low == 1  # every epoch reaches 0: the first one is returned
+
+
+def test_streams_learn_at_their_multiple_of_the_learning_rate():
+    from bigfive.training.loop import make_optimizer
+
+    net = build_model(tiny_params().model, 4, 2)
+    opt = make_optimizer(net, 0.01, 0.05, stream_lr_mult=0.25)
+    stream_ids = {id(p) for p in [*net.static.parameters(), *net.dynamic.parameters()]}
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert len(lr_of) == sum(1 for p in net.parameters() if p.requires_grad)  # every parameter exactly once
+    assert {lr_of[i] for i in stream_ids} == {0.0025}
+    assert {v for i, v in lr_of.items() if i not in stream_ids} == {0.01}
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert all(decay[id(p)] == (0.05 if p.ndim >= 2 else 0.0) for p in net.parameters())
+
+
+def test_frozen_streams_do_not_change_in_the_first_epochs(features, tmp_path):
+    seen = []
+
+    def snapshot(epoch, metrics):  # on_epoch: after the epoch's optimizer steps
+        seen.append((epoch, net_ref["net"].static.proj.weight.detach().clone(),
+                     net_ref["net"].fusion.blocks["static_to_dynamic"][0].ff.down.weight.detach().clone()))
+
+    net_ref = {}
+
+    from bigfive.training.callbacks import Callback
+
+    class Grab(Callback):
+        def on_train_begin(self, state):
+            net_ref["net"] = state.model
+            seen.append((0, state.model.static.proj.weight.detach().clone(),
+                         state.model.fusion.blocks["static_to_dynamic"][0].ff.down.weight.detach().clone()))
+
+    params = tiny_params(**{"train.freeze_streams_epochs": 2, "train.epochs": 3, "model.ff": "geglu",
+                            "model.direction": "static_to_dynamic"})
+    fit(params, features_dir=features, output_dir=tmp_path, callbacks=[Grab()], on_epoch=snapshot)
+    (_, s0, f0), (_, s1, f1), (_, s2, f2), (_, s3, f3) = seen
+    assert torch.equal(s0, s1) and torch.equal(s1, s2)  # frozen for epochs 1-2
+    assert not torch.equal(s2, s3)  # trained from epoch 3
+    assert not torch.equal(f0, f1)  # the fusion trains from the start

@@ -37,6 +37,7 @@ log = logging.getLogger("bigfive.ablation")
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions_test.csv"
 ERRORS_FILE = "abs_errors_test.npy"
+_NOT_REPORTED = object()  # FitResult without epochs_to_interaction (older training loop)
 # What a checkpoint needs for evaluation and inspection; optimizer and RNG state (2/3 of best.pt) are dropped.
 _CHECKPOINT_KEEP = ("model", "model_config", "frames", "flow_channels", "preprocess", "labels", "params", "run_id",
                     "epoch", "best_metric", "best_epoch", "bigfive_version")
@@ -150,10 +151,36 @@ def _train_and_evaluate(run: Params, spec: RunSpec, out: Path) -> dict[str, Any]
     if result.run_id and run.tracking.enabled:
         log_to_mlflow(resolve_tracking_uri(run.tracking), result.run_id, mlflow_metrics({"test": ev}, None),
                       [out / PREDICTIONS_FILE], out / "no-plots")
-    return {"run_id": result.run_id, "experiment": spec.experiment, "features_dir": str(spec.features_dir),
-            "epochs": run.train.epochs, "epochs_run": len(result.history), "best_epoch": result.best_epoch,
-            "best_val_mean_accuracy": result.best_val_mean_accuracy, "train_seconds": round(seconds, 2),
-            "model": to_dict(run.model), "test": ev.metrics}
+    record = {"run_id": result.run_id, "experiment": spec.experiment, "features_dir": str(spec.features_dir),
+              "epochs": run.train.epochs, "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+              "best_val_mean_accuracy": result.best_val_mean_accuracy,
+              "val": best_val_row(result.history, result.best_epoch), "train_seconds": round(seconds, 2),
+              "model": to_dict(run.model), "test": ev.metrics}
+    record.update(interaction_record(result))
+    return record
+
+
+def interaction_record(result: Any) -> dict[str, int | None]:
+    """``{"epochs_to_interaction": first epoch whose validation accuracy on the interaction trait reached the
+    threshold, or None: never}`` from a FitResult; empty where the training loop does not report it, so the
+    comparison can tell "never reached" from "not recorded"."""
+    reached = getattr(result, "epochs_to_interaction", _NOT_REPORTED)
+    if reached is _NOT_REPORTED:
+        return {}
+    return {"epochs_to_interaction": None if reached is None else int(reached)}
+
+
+def best_val_row(history: list[dict[str, float]], best_epoch: int) -> dict[str, float]:
+    """Per-trait validation accuracy at the best epoch (``{"openness": 0.97, ...}``) from the history rows.
+
+    A history row is ``{"epoch": e, "val_mean_accuracy": ..., "val_acc_<trait>": ..., ...}``
+    (bigfive.training.callbacks.MetricTracker); the row is matched on its ``epoch``, else taken by position.
+    """
+    row = next((h for h in history if h.get("epoch") == best_epoch), None)
+    if row is None and 1 <= best_epoch <= len(history):
+        row = history[best_epoch - 1]
+    prefix = "val_acc_"
+    return {k[len(prefix):]: float(v) for k, v in (row or {}).items() if k.startswith(prefix)}
 
 
 def _slim_checkpoint(path: Path) -> None:

@@ -7,10 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bigfive.config.ablation import AblationConfig
-from bigfive.config.base import ConfigError, flatten, from_dict, to_dict
+from bigfive.config.base import ConfigError, flatten, from_dict, load_yaml, to_dict
 from bigfive.config.data import DataConfig, SampleConfig
 from bigfive.config.model import ModelConfig
 from bigfive.config.preprocess import FlowConfig, PreprocessConfig
@@ -50,11 +48,10 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: params file not found (run from the repository root or pass --params)")
-    with path.open() as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(str(path), f"not valid YAML: {err}") from err
+    # Size-capped, no duplicate keys, no alias bombs, one-line errors: params files come from colleagues.
+    data = load_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), f"expected a mapping of sections at the top, got {type(data).__name__}")
     if overrides:
         data = apply_overrides(data, overrides)
     try:

@@ -4,25 +4,41 @@ Every section of ``params.yaml`` is a frozen dataclass. :func:`from_dict` builds
 mapping, refusing unknown keys and coercing/validating values by the field's type hint, and
 reports every problem with the full key path (``model.heads``) so a user knows what to fix.
 Cross-field rules live in each dataclass's ``validate(path)`` method.
+
+:func:`load_yaml` reads a YAML file from someone else safely: size-capped, ``yaml.SafeLoader``
+refusing duplicate keys and aliases that expand beyond :data:`MAX_ALIAS_EXPANSION` nodes; errors
+are one line. Messages never expand a value (a length-capped ``repr``) and escape control
+characters; numbers must be finite.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
+import yaml
+
+from bigfive.utils.text import one_line, printable, short_repr
+
 T = TypeVar("T")
+
+MAX_YAML_BYTES = 1 << 20  # params.yaml is a few KB
+MAX_ALIAS_EXPANSION = 10_000  # nodes that aliases may add (a billion-laughs file adds billions)
+MAX_YAML_DEPTH = 64
 
 
 class ConfigError(ValueError):
     """A bad configuration value; ``key`` is the dotted path in params.yaml."""
 
     def __init__(self, key: str, reason: str):
-        self.key = key
-        self.reason = reason
-        super().__init__(f"{key}: {reason}")
+        # Keys and reasons may carry text from the file: escaped and length-capped, one line.
+        self.key = printable(key, 300)
+        self.reason = printable(reason)
+        super().__init__(f"{self.key}: {self.reason}")
 
 
 def _join(path: str, key: str | int) -> str:
@@ -47,15 +63,15 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
                 return _coerce(value, arg, path)
             except ConfigError as err:
                 errors.append(err.reason)
-        raise ConfigError(path, "; ".join(errors) or f"invalid value {value!r}")
+        raise ConfigError(path, "; ".join(errors) or f"invalid value {short_repr(value)}")
     if origin is Literal:
-        if value not in args:
+        if not _hashable(value) or value not in args:
             choices = ", ".join(repr(a) for a in args)
-            raise ConfigError(path, f"{value!r} is not one of {choices}")
+            raise ConfigError(path, f"{short_repr(value)} is not one of {choices}")
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(path, f"expected a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(path, f"expected a list, got {type(value).__name__} {short_repr(value)}")
         item = args[0] if args else Any
         items = [_coerce(v, item, _join(path, i)) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
@@ -68,21 +84,27 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         return from_dict(hint, value, path)
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(path, f"expected true or false, got {value!r}")
+            raise ConfigError(path, f"expected true or false, got {short_repr(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(path, f"expected an integer, got {value!r}")
+            raise ConfigError(path, f"expected an integer, got {short_repr(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(path, f"expected a number, got {value!r}")
+            raise ConfigError(path, f"expected a number, got {short_repr(value)}")
         if value != value:  # NaN
             raise ConfigError(path, "NaN is not allowed")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float range
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(path, f"must be a finite number, got {short_repr(value)}")
+        return number
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(path, f"expected a string, got {value!r}")
+            raise ConfigError(path, f"expected a string, got {short_repr(value)}")
         return value
     raise ConfigError(path, f"unsupported type {hint!r}")  # pragma: no cover - programming error
 
@@ -95,16 +117,132 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
         raise ConfigError(path or "<root>", f"expected a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted((k for k in data if k not in fields), key=str)
     if unknown:
         known = ", ".join(sorted(fields))
-        raise ConfigError(_join(path, unknown[0]), f"unknown key (known keys: {known})")
+        raise ConfigError(_join(path, str(unknown[0])), f"unknown key (known keys: {known})")
     kwargs = {name: _coerce(value, hints[name], _join(path, name)) for name, value in data.items()}
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if validate is not None:
         validate(path)
     return obj
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML from others
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys and aliases expanding past a budget."""
+
+    max_alias_expansion = MAX_ALIAS_EXPANSION
+    max_depth = MAX_YAML_DEPTH
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        _check_expansion(node, self.max_alias_expansion, self.max_depth)
+        return node
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *defaults` then an explicit key overriding one of them is fine
+                key = self.construct_object(key_node, deep=True)
+                if not _hashable(key):
+                    continue  # SafeConstructor reports it
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found duplicate key {short_repr(key)} (first on line {seen[key].line + 1}); "
+                        "YAML would silently keep the last one", key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_expansion(root: Any, budget: int, max_depth: int) -> None:
+    """Refuse a node graph whose aliases, expanded, add more than ``budget`` nodes (or nest deeper
+    than ``max_depth``): what constructing, ``repr`` or ``json.dumps`` of it would walk."""
+    if root is None:
+        return
+    distinct: set[int] = set()
+    todo = [root]
+    while todo:  # the nodes themselves, each once
+        node = todo.pop()
+        if id(node) in distinct:
+            continue
+        distinct.add(id(node))
+        todo.extend(_yaml_children(node))
+    limit = len(distinct) + budget
+    count = 1
+    stack = [iter(_yaml_children(root))]
+    while stack:
+        node = next(stack[-1], None)
+        if node is None:
+            stack.pop()
+            continue
+        count += 1
+        if count > limit:
+            raise yaml.composer.ComposerError(None, None, f"aliases expand to more than {budget} extra nodes "
+                                              "(alias of aliases, or a recursive alias?)", node.start_mark)
+        children = _yaml_children(node)
+        if children:
+            if len(stack) >= max_depth:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {max_depth} levels",
+                                                  node.start_mark)
+            stack.append(iter(children))
+
+
+def _yaml_children(node: Any) -> list[Any]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def load_yaml(path: str | Path, max_bytes: int = MAX_YAML_BYTES) -> Any:
+    """Parse a YAML file with :class:`StrictLoader`; any problem is a one-line :class:`ConfigError`
+    naming the file (never a traceback, never the whole input)."""
+    path = Path(path)
+    with path.open("rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ConfigError(str(path), f"larger than {max_bytes >> 10} KB; not a params file")
+    try:
+        loader = StrictLoader(data)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as err:
+        raise ConfigError(str(path), f"not valid YAML: {_yaml_error_text(err)}") from None
+    except RecursionError:
+        raise ConfigError(str(path), "not valid YAML: nested too deeply") from None
+    except ValueError as err:  # an integer of more digits than Python converts, and the like
+        raise ConfigError(str(path), f"not valid YAML: {one_line(err, 200)}") from None
+
+
+def _yaml_error_text(err: yaml.YAMLError) -> str:
+    """``<context> <problem> (line L, column C)``: PyYAML's own text spans lines and quotes the input."""
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark or err.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        text = " ".join(t for t in (err.context, err.problem) if t) or type(err).__name__
+        return one_line(text + where, 500)
+    if isinstance(err, yaml.reader.ReaderError):
+        return one_line(f"{err.reason} (byte {err.position})", 500)
+    return one_line(err, 500)
 
 
 def to_dict(obj: Any) -> Any:
@@ -147,4 +285,5 @@ def fraction(value: float, key: str) -> None:
     check(0.0 <= value <= 1.0, key, f"must be in [0, 1], got {value}")
 
 
-__all__ = ["ConfigError", "from_dict", "to_dict", "flatten", "check", "positive", "fraction", "typing"]
+__all__ = ["ConfigError", "from_dict", "to_dict", "flatten", "check", "positive", "fraction", "typing", "load_yaml",
+           "StrictLoader"]

@@ -7,7 +7,8 @@ from typing import Literal
 
 from bigfive.config.base import check, positive
 
-Fusion = Literal["cross_attention", "concat", "sum", "gated", "late", "static_only", "dynamic_only"]
+Fusion = Literal["cross_attention", "framewise", "framewise_shifted", "concat", "sum", "gated", "late", "static_only",
+                 "dynamic_only"]
 Direction = Literal["static_to_dynamic", "dynamic_to_static", "bidirectional"]
 
 
@@ -26,6 +27,7 @@ class ModelConfig:
     heads: int = 4
     layers: int = 1
     ff_mult: int = 2
+    ff: Literal["gelu", "geglu"] = "gelu"  # feed-forward of each fusion block (geglu: gated, same size)
     dropout: float = 0.1
     time_bias: bool = True  # learnable relative-time bias on attention logits
     time_bias_init: float = 6.0  # initial bias on the same-time diagonal

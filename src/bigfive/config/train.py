@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bigfive import ALL_LABELS
 from bigfive.config.base import check, fraction, positive
 
 
@@ -28,6 +29,13 @@ class TrainConfig:
     # l1 optimises the ChaLearn metric (1 - MAE) directly; mse weights large errors more.
     loss: Literal["l1", "mse"] = "l1"
     min_delta: float = 0.0  # early stopping: smallest val mean accuracy gain that counts as better
+    # Every run records epochs_to_interaction: the first epoch whose validation accuracy on this
+    # trait reaches the threshold (null if never). On the sample, agreeableness is the trait only a
+    # per-time-step fusion of both streams can read (docs/sample.md), so this is when fusion starts working.
+    stream_lr_mult: float = 1.0  # learning rate of the two streams, as a multiple of lr (fusion and head: lr)
+    freeze_streams_epochs: int = 0  # epochs at the start that train only fusion and head
+    interaction_trait: str = "agreeableness"
+    interaction_threshold: float = 0.90
 
     def validate(self, path: str) -> None:
         positive(self.epochs, f"{path}.epochs")
@@ -42,6 +50,13 @@ class TrainConfig:
         fraction(self.hflip, f"{path}.hflip")
         fraction(self.temporal_shuffle, f"{path}.temporal_shuffle")
         positive(self.min_delta, f"{path}.min_delta", allow_zero=True)
+        check(self.interaction_trait in ALL_LABELS, f"{path}.interaction_trait",
+              f"must be one of {', '.join(ALL_LABELS)}, got {self.interaction_trait!r}")
+        positive(self.stream_lr_mult, f"{path}.stream_lr_mult")
+        positive(self.freeze_streams_epochs, f"{path}.freeze_streams_epochs", allow_zero=True)
+        check(self.freeze_streams_epochs < self.epochs, f"{path}.freeze_streams_epochs",
+              "must be smaller than train.epochs")
+        fraction(self.interaction_threshold, f"{path}.interaction_threshold")
 
 
 @dataclass(frozen=True)

@@ -61,16 +61,25 @@ class SearchParam:
                       f"an int parameter needs an integer {name}, got {value}")
 
 
+Pruner = Literal["hyperband", "successive_halving", "median", "none"]
+
+
 @dataclass(frozen=True)
 class TuneConfig:
     study: str = "bigfive-xattn"  # resumed by name; change it when the space, epochs or data change
     storage: str = "sqlite:///optuna.db"  # RDB URL, or journal:///path.log / path.log for a journal file
     n_trials: int = 12  # `bigfive tune` tops the study up to this many finished (complete + pruned) trials
-    epochs: int = 8  # train.epochs of every trial
+    # Epochs of a trial that is never pruned; null = train.epochs (the full schedule: the interaction
+    # trait is learned late, so a short budget cannot see it). The pruner's maximum resource.
+    epochs: int | None = None
     timeout_s: float | None = None  # stop starting new trials after this many seconds
     sampler_seed: int = 0
     tpe_startup_trials: int = 5  # random trials before TPE starts modelling
-    pruner: Literal["median", "hyperband", "none"] = "median"
+    # hyperband (recommended): successive halving over several brackets, so some trials are compared
+    # only late; successive_halving: one bracket; median: MedianPruner; none: every trial runs in full.
+    pruner: Pruner = "hyperband"
+    pruner_min_resource: int = 1  # hyperband / successive_halving: epochs before a trial's first comparison
+    pruner_reduction_factor: int = 3  # hyperband / successive_halving: 1 in this many goes on at each rung
     pruner_startup_trials: int = 3  # median: trials that finish before any is pruned
     pruner_warmup_epochs: int = 2  # median: epochs a trial always runs before it may be pruned
     heartbeat_s: int = 60  # RDB storages: a RUNNING trial silent for 2x this long is failed
@@ -83,10 +92,17 @@ class TuneConfig:
         check(bool(self.study), f"{path}.study", "must not be empty")
         check(bool(self.storage), f"{path}.storage", "must not be empty")
         positive(self.n_trials, f"{path}.n_trials")
-        positive(self.epochs, f"{path}.epochs")
+        if self.epochs is not None:
+            positive(self.epochs, f"{path}.epochs")
         if self.timeout_s is not None:
             positive(self.timeout_s, f"{path}.timeout_s")
         positive(self.tpe_startup_trials, f"{path}.tpe_startup_trials", allow_zero=True)
+        positive(self.pruner_min_resource, f"{path}.pruner_min_resource")
+        check(self.pruner_reduction_factor >= 2, f"{path}.pruner_reduction_factor",
+              f"must be >= 2, got {self.pruner_reduction_factor}")
+        if self.epochs is not None:  # with epochs: null, checked against train.epochs when the search starts
+            check(self.pruner_min_resource <= self.epochs, f"{path}.pruner_min_resource",
+                  f"must be <= tune.epochs ({self.epochs}), got {self.pruner_min_resource}")
         positive(self.pruner_startup_trials, f"{path}.pruner_startup_trials", allow_zero=True)
         positive(self.pruner_warmup_epochs, f"{path}.pruner_warmup_epochs", allow_zero=True)
         positive(self.heartbeat_s, f"{path}.heartbeat_s")

@@ -11,9 +11,14 @@ The split of a clip is the pickle it is labelled in (training -> train, validati
 test -> test).
 
 Safety: the annotation pickles are Python-2 pickles of plain dicts, strings and floats, so they
-are read with :class:`RestrictedUnpickler`, whose ``find_class`` refuses every global. A crafted
-pickle (``__reduce__`` -> ``os.system``) therefore fails with :class:`IngestError` before any of
-its code runs. Pickles bigger than :data:`MAX_PICKLE_BYTES` are refused unread.
+are read with :class:`RestrictedUnpickler`, whose ``find_class`` refuses every global (but numpy
+float scalars, rebuilt by stand-ins made fresh for each load). A crafted pickle (``__reduce__`` ->
+``os.system``) therefore fails with :class:`IngestError` before any of its code runs. Every input
+is bounded (:mod:`bigfive.data.limits`): a pickle's opcodes are scanned for depth, object count
+and memo order before the C unpickler sees them, and the result is walked with shared references
+expanded against a node budget; archive members (clips, nested zips, pickles, CSVs) are streamed
+through per-member, compression-ratio and total inflated-size caps; clip names must be ChaLearn
+ids. Error messages escape control characters and print data through a length-capped ``repr``.
 
 Archives are read with ``pyzipper`` (ZipCrypto and AES) and streamed member by member. A nested
 zip is copied to a scratch file first: Python 3.11's ``ZipExtFile.seek`` rewinds and re-reads
@@ -23,7 +28,8 @@ Error policy (module :mod:`bigfive.data.ingest` applies it):
 - structural problems stop the ingest with ``IngestError("<file>: <entry>: <what>")``: a corrupt
   or truncated zip, a bad CRC, a missing or wrong password, a refused (crafted) pickle, a pickle
   that is not ``{trait: {clip: float}}``, a missing trait, a value outside [0, 1] or NaN, a clip
-  labelled in two pickles, the same clip in two archives;
+  labelled in two pickles, the same clip in two archives, a clip name that is not a ChaLearn id,
+  an input past a limit of :class:`~bigfive.data.limits.IngestLimits`;
 - dataset mismatches known to occur in the real release (a video with no label, a label with no
   video) are reported (log warning + ``ingest_report.json``) and the clip is skipped, unless
   ``strict`` (``--strict`` / ``data.strict``) turns them into errors too;
@@ -43,7 +49,7 @@ import tempfile
 import zipfile
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -52,8 +58,26 @@ import numpy as np
 import pyzipper
 
 from bigfive import ALL_LABELS, SPLITS
+from bigfive.data.limits import (
+    CLIP_ID_RE,
+    DEFAULT_LIMITS,
+    YOUTUBE_ID_RE,
+    BoundedReader,
+    InflateBudget,
+    IngestLimits,
+    LimitError,
+    check_declared,
+    check_structure,
+    human,
+    member_cap,
+    read_capped,
+    scan_pickle,
+)
+from bigfive.utils.text import printable, short_repr
 
-MAX_PICKLE_BYTES = 64 << 20  # the real annotation pickles are < 1 MB
+MAX_PICKLE_BYTES = DEFAULT_LIMITS.max_pickle_bytes  # the real annotation pickles are < 1 MB
+# Written last by `bigfive sample` (the files it wrote and their sizes); never copied by ingest.
+SAMPLE_COMPLETE = "sample_complete.json"
 MAX_NESTING = 4  # zips inside zips: the release uses 2 levels; more smells of a zip bomb
 COPY_BUFFER = 1 << 20
 
@@ -73,7 +97,8 @@ class IngestError(ValueError):
 
     def __init__(self, file: str | Path, entry: str, what: str):
         self.file, self.entry, self.what = str(file), entry, what
-        super().__init__(f"{file}: {entry}: {what}")
+        # Names come from archives: escaped (no newline or terminal code reaches a log) and length-capped.
+        super().__init__(printable(f"{file}: {entry}: {what}"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,14 +109,17 @@ class RefusedPickle(pickle.UnpicklingError):
     """The pickle asked for something an annotation file never needs (a global, a persistent id)."""
 
 
+_DTYPE_CODES = frozenset(f"{k}{n}" for k in "fiu" for n in (1, 2, 4, 8)) | {"b1"}
+
+
 class _SafeDtype:
     """Stand-in for ``numpy.dtype`` inside a pickle: records a plain numeric type code, nothing more."""
 
-    _CODES = frozenset(f"{k}{n}" for k in "fiu" for n in (1, 2, 4, 8)) | {"b1"}
+    __slots__ = ("code", "byteorder")
 
     def __init__(self, code: Any, align: Any = False, copy: Any = True):
-        if not isinstance(code, str) or code not in self._CODES:
-            raise RefusedPickle(f"refused numpy dtype {code!r}: only plain numeric scalars are allowed")
+        if not isinstance(code, str) or code not in _DTYPE_CODES:
+            raise RefusedPickle(f"refused numpy dtype {short_repr(code)}: only plain numeric scalars are allowed")
         self.code = code
         self.byteorder = "<"
 
@@ -119,14 +147,43 @@ def _safe_latin1_encode(text: Any, encoding: Any = "latin1") -> bytes:
     return text.encode("latin1")
 
 
+class _StandIn:
+    """What ``find_class`` hands a pickle for an allowed global: a new callable per lookup, with no
+    attributes to set (``__slots__ = ()``). A BUILD opcode aimed at it fails, and nothing one pickle
+    does to its stand-ins can reach the module's functions or the next load."""
+
+    __slots__ = ()
+
+
+class _DtypeStandIn(_StandIn):
+    __slots__ = ()
+
+    def __call__(self, code: Any = None, align: Any = False, copy: Any = True) -> _SafeDtype:
+        return _SafeDtype(code, align, copy)
+
+
+class _ScalarStandIn(_StandIn):
+    __slots__ = ()
+
+    def __call__(self, dtype: Any = None, data: Any = b"") -> float | int | bool:
+        return _safe_numpy_scalar(dtype, data)
+
+
+class _EncodeStandIn(_StandIn):
+    __slots__ = ()
+
+    def __call__(self, text: Any = None, encoding: Any = "latin1") -> bytes:
+        return _safe_latin1_encode(text, encoding)
+
+
 # The only globals an annotation pickle may name: numpy float scalars (as some pickles of the labels
 # hold them), rebuilt by the safe stand-ins above. Everything else is refused, so nothing in a crafted
 # pickle runs.
-_ALLOWED_GLOBALS = {
-    ("numpy", "dtype"): _SafeDtype,
-    ("numpy.core.multiarray", "scalar"): _safe_numpy_scalar,
-    ("numpy._core.multiarray", "scalar"): _safe_numpy_scalar,
-    ("_codecs", "encode"): _safe_latin1_encode,
+_ALLOWED_GLOBALS: dict[tuple[str, str], type[_StandIn]] = {
+    ("numpy", "dtype"): _DtypeStandIn,
+    ("numpy.core.multiarray", "scalar"): _ScalarStandIn,
+    ("numpy._core.multiarray", "scalar"): _ScalarStandIn,
+    ("_codecs", "encode"): _EncodeStandIn,
 }
 
 
@@ -136,22 +193,42 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         allowed = _ALLOWED_GLOBALS.get((module, name))
         if allowed is not None:
-            return allowed
-        raise RefusedPickle(f"refused global {module}.{name}: an annotation pickle may hold only "
-                            "dicts, lists, strings and numbers (crafted or unexpected pickle?)")
+            return allowed()  # fresh each time: see _StandIn
+        raise RefusedPickle(f"refused global {printable(module, 60)}.{printable(name, 60)}: an annotation "
+                            "pickle may hold only dicts, lists, strings and numbers (crafted or unexpected pickle?)")
 
     def persistent_load(self, pid: Any) -> Any:
         raise RefusedPickle("refused persistent id")
 
 
-def load_pickle(data: bytes, file: str) -> Any:
-    """Unpickle ``data`` (a Python-2 or -3 pickle) without running anything in it."""
+def load_pickle(data: bytes, file: str, limits: IngestLimits = DEFAULT_LIMITS) -> Any:
+    """Unpickle ``data`` (a Python-2 or -3 pickle) without running anything in it, in bounded memory.
+
+    The opcode stream is scanned first (:func:`bigfive.data.limits.scan_pickle`: depth, object count,
+    memo order, string keys), so the C unpickler never sees a pickle that could crash it or make it
+    allocate without bound; the result is then walked with shared references expanded
+    (:func:`~bigfive.data.limits.check_structure`), so no later step can be made to expand it.
+    """
+    if len(data) > limits.max_pickle_bytes:
+        raise IngestError(file, "pickle", f"larger than {human(limits.max_pickle_bytes)} (limit max_pickle_bytes); "
+                          "not an annotation file")
     try:
-        return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+        scan_pickle(data, limits)
+    except LimitError as err:
+        raise IngestError(file, "pickle", f"refused: {err}") from None
+    except Exception as err:  # malformed opcode stream: pickletools raises ValueError and friends
+        raise IngestError(file, "pickle", f"not a readable pickle ({type(err).__name__}: {err})") from None
+    try:
+        obj = RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except RefusedPickle as err:
         raise IngestError(file, "pickle", str(err)) from None
     except Exception as err:  # truncated or garbage data surfaces as many types
         raise IngestError(file, "pickle", f"not a readable pickle ({type(err).__name__}: {err})") from None
+    try:
+        check_structure(obj, limits)
+    except LimitError as err:
+        raise IngestError(file, "pickle", f"refused: {err}") from None
+    return obj
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,6 +257,15 @@ def split_of_annotation(file_name: str) -> str:
                       "annotation_validation.pkl or annotation_test.pkl)")
 
 
+def is_clip_id(video_id: Any) -> bool:
+    """Whether ``video_id`` looks like a ChaLearn id: ``[A-Za-z0-9_-]`` (at most 64) then ``.NNN``."""
+    return isinstance(video_id, str) and CLIP_ID_RE.fullmatch(video_id) is not None
+
+
+CLIP_ID_RULE = ("not a ChaLearn clip name (letters, digits, '_' and '-', at most 64, then '.NNN' and '.mp4', "
+                "e.g. '-6otZ7M-Mro.003.mp4')")
+
+
 def parse_annotations(obj: Any, file: str) -> dict[str, dict[str, float]]:
     """Validate ``{trait: {"<id>.mp4": float}}`` and return ``{video_id: {label: value}}``."""
     if not isinstance(obj, dict):
@@ -187,18 +273,24 @@ def parse_annotations(obj: Any, file: str) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for label in ALL_LABELS:
         if label not in obj:
-            have = ", ".join(sorted(map(str, obj))) or "none"
+            keys = sorted((k for k, _ in zip(obj, range(12))), key=str)
+            have = ", ".join(short_repr(k, 40) for k in keys) + (" ..." if len(obj) > len(keys) else "") or "none"
             raise IngestError(file, label, f"missing trait (traits present: {have})")
         values = obj[label]
         if not isinstance(values, dict):
             raise IngestError(file, label, f"expected a dict of clip -> value, got {type(values).__name__}")
         for clip, value in values.items():
             if not isinstance(clip, str) or not clip:
-                raise IngestError(file, f"{label}[{clip!r}]", "clip names must be non-empty strings")
+                raise IngestError(file, f"{label}[{short_repr(clip)}]", "clip names must be non-empty strings")
             vid = video_id_of(clip)
+            if not is_clip_id(vid):
+                raise IngestError(file, f"{label}[{short_repr(clip)}]", CLIP_ID_RULE)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise IngestError(file, f"{clip} ({label})", f"value {value!r} is not a number")
-            value = float(value)
+                raise IngestError(file, f"{clip} ({label})", f"value {short_repr(value)} is not a number")
+            try:
+                value = float(value)
+            except OverflowError:  # an int too large for a float
+                raise IngestError(file, f"{clip} ({label})", f"value {short_repr(value)} is outside [0, 1]") from None
             if math.isnan(value) or not 0.0 <= value <= 1.0:
                 raise IngestError(file, f"{clip} ({label})", f"value {value!r} is outside [0, 1]")
             if label in out.setdefault(vid, {}):
@@ -218,37 +310,91 @@ class Demographic:
     gender: str  # "1" male, "2" female, or ""
 
 
-def parse_demographics(text: str, file: str, warnings: list[str]) -> dict[str, Demographic]:
-    """Parse ``VideoName;YouTubeID;Ethnicity;Gender``; bad rows become warnings, never errors."""
-    rows = list(csv.reader(io.StringIO(text), delimiter=";"))
-    if not rows:
-        warnings.append(f"{file}: header: empty demographics file")
-        return {}
-    header = [h.strip().lower() for h in rows[0]]
-    try:
-        cols = [header.index(c) for c in ("videoname", "youtubeid", "ethnicity", "gender")]
-    except ValueError:
-        warnings.append(f"{file}: header: expected VideoName;YouTubeID;Ethnicity;Gender, got {';'.join(rows[0])}")
-        return {}
+class _FileWarnings:
+    """Warnings about one file: the first ``limit`` kept, the rest counted in one closing line."""
+
+    def __init__(self, file: str, warnings: list[str], limit: int):
+        self.file, self.warnings, self.limit, self.count = file, warnings, limit, 0
+
+    def add(self, where: str, what: str) -> None:
+        self.count += 1
+        if self.count <= self.limit:
+            self.warnings.append(printable(f"{self.file}: {where}: {what}"))
+
+    def close(self) -> None:
+        if self.count > self.limit:
+            self.warnings.append(printable(f"{self.file}: {self.count - self.limit} more warning(s) not listed"))
+
+
+def parse_demographics(text: str | Iterable[str], file: str, warnings: list[str],
+                       limits: IngestLimits = DEFAULT_LIMITS, max_rows: int | None = None) -> dict[str, Demographic]:
+    """Parse ``VideoName;YouTubeID;Ethnicity;Gender``; bad rows become warnings, never errors.
+
+    ``text`` is the whole file or an iterable of its lines (a stream: it is read row by row). At most
+    ``max_rows`` (default ``limits.max_csv_rows``) rows are read and ``limits.max_warnings_per_file``
+    bad rows named.
+    """
+    max_rows = limits.max_csv_rows if max_rows is None else max_rows
+    lines = io.StringIO(text) if isinstance(text, str) else text
+    reader = csv.reader(lines, delimiter=";")
+    notes = _FileWarnings(file, warnings, limits.max_warnings_per_file)
     out: dict[str, Demographic] = {}
-    for line, row in enumerate(rows[1:], start=2):
+    cols: list[int] | None = None
+    rows = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:  # a field over csv's limit, a NUL byte...: lose that row only
+            if cols is None:
+                notes.add("header", f"unreadable ({err})")
+                notes.close()
+                return {}
+            notes.add(f"line {reader.line_num}", f"unreadable row ({err})")
+            continue
+        if cols is None:
+            header = [h.strip().lower() for h in row]
+            try:
+                cols = [header.index(c) for c in ("videoname", "youtubeid", "ethnicity", "gender")]
+            except ValueError:
+                notes.add("header", f"expected VideoName;YouTubeID;Ethnicity;Gender, got {short_repr(';'.join(row))}")
+                notes.close()
+                return {}
+            continue
+        line = reader.line_num
         if not any(cell.strip() for cell in row):
             continue
+        rows += 1
+        if rows > max_rows:
+            notes.add(f"line {line}", f"more than {limits.max_csv_rows} demographics rows in all (limit "
+                      "max_csv_rows); the rest ignored")
+            break
         if len(row) <= max(cols):
-            warnings.append(f"{file}: line {line}: expected 4 fields, got {len(row)}")
+            notes.add(f"line {line}", f"expected 4 fields, got {len(row)}")
             continue
         video, youtube, eth, gender = (row[c].strip() for c in cols)
-        eth = _code(eth, ETHNICITY, file, line, "Ethnicity", warnings)
-        gender = _code(gender, GENDER, file, line, "Gender", warnings)
-        out[video_id_of(video)] = Demographic(youtube or youtube_id_of(video_id_of(video)), eth, gender)
+        vid = video_id_of(video)
+        if not is_clip_id(vid):
+            notes.add(f"line {line}", f"VideoName {short_repr(video)} is {CLIP_ID_RULE} (row skipped)")
+            continue
+        if youtube and not YOUTUBE_ID_RE.fullmatch(youtube):
+            notes.add(f"line {line}", f"YouTubeID {short_repr(youtube)} is not a YouTube id (taken from the clip name)")
+            youtube = ""
+        eth = _code(eth, ETHNICITY, line, "Ethnicity", notes)
+        gender = _code(gender, GENDER, line, "Gender", notes)
+        out[vid] = Demographic(youtube or youtube_id_of(vid), eth, gender)
+    if cols is None:
+        notes.add("header", "empty demographics file")
+    notes.close()
     return out
 
 
-def _code(value: str, known: dict[str, str], file: str, line: int, column: str, warnings: list[str]) -> str:
+def _code(value: str, known: dict[str, str], line: int, column: str, notes: _FileWarnings) -> str:
     if value.endswith(".0"):  # written by a spreadsheet as a float
         value = value[:-2]
     if value and value not in known:
-        warnings.append(f"{file}: line {line}: unknown {column} code {value!r} (left empty)")
+        notes.add(f"line {line}", f"unknown {column} code {short_repr(value)} (left empty)")
         return ""
     return value
 
@@ -272,10 +418,15 @@ class Downloads:
     demographic_files: list[str] = field(default_factory=list)
     metadata: Path | None = None  # sample_metadata.json (from the sample generator)
     warnings: list[str] = field(default_factory=list)
+    limits: IngestLimits = DEFAULT_LIMITS
+    budget: InflateBudget = field(default_factory=InflateBudget)  # bytes inflated so far, all archives
+    label_files: int = 0  # annotation and demographics files read so far
+    csv_rows: int = 0  # demographics rows read so far
+    clips_walked: int = 0  # clip members met so far
 
 
 def scan_downloads(root: str | Path, password: bytes | None, password_hint: str = "",
-                   exclude: Path | None = None) -> Downloads:
+                   exclude: Path | None = None, limits: IngestLimits = DEFAULT_LIMITS) -> Downloads:
     """Read labels and demographics (loose or in any top-level zip) and list clip sources.
 
     ``exclude`` (the output directory, should it lie inside ``root``) is not scanned.
@@ -284,22 +435,29 @@ def scan_downloads(root: str | Path, password: bytes | None, password_hint: str 
     exclude = exclude.resolve() if exclude is not None else None
     if not root.is_dir():
         raise IngestError(root, "directory", "downloads directory not found")
-    found = Downloads(root)
+    found = Downloads(root, limits=limits, budget=InflateBudget(limits))
     pickles: dict[str, tuple[str, dict[str, dict[str, float]]]] = {}  # file name -> (where, labels)
-    demo_texts: list[tuple[str, str]] = []
+    demographics: list[tuple[str, dict[str, Demographic]]] = []
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not _hidden(p.relative_to(root))):
         if exclude is not None and path.resolve().is_relative_to(exclude):
             continue
         rel = str(path.relative_to(root))
         name = path.name
         if ANNOTATION_RE.match(name):
-            _add_pickle(pickles, name, rel, _read_limited(path.open("rb"), rel, "pickle"))
+            _count_label_file(found, rel)
+            data = _read_file(path, rel, "pickle", limits.max_pickle_bytes, "max_pickle_bytes")
+            _add_pickle(pickles, name, rel, data, limits)
         elif DEMOGRAPHICS_RE.match(name):
-            demo_texts.append((rel, path.read_text(encoding="utf-8-sig", errors="replace")))
+            _count_label_file(found, rel)
+            with _open_file(path, rel, "demographics", limits.max_csv_bytes, "max_csv_bytes") as f:
+                demographics.append((rel, _read_demographics(f, rel, found)))
         elif name.lower().endswith(".zip"):
-            if _scan_zip(path, rel, password, password_hint, pickles, demo_texts):
+            if _scan_zip(path, rel, password, password_hint, pickles, demographics, found):
                 found.zips.append(path)
         elif name.lower().endswith(".mp4"):
+            found.clips_walked += 1
+            if found.clips_walked > limits.max_clips:
+                raise IngestError(rel, "clips", f"more than {limits.max_clips} clips (limit max_clips)")
             found.loose_clips.append(path)
         elif name == "sample_metadata.json" and path.parent == root:
             found.metadata = path
@@ -314,14 +472,16 @@ def scan_downloads(root: str | Path, password: bytes | None, password_hint: str 
             found.labels[vid] = values
             found.split_of[vid] = split
             found.label_source[vid] = where
-    for where, text in demo_texts:
+    for where, parsed in demographics:
         found.demographic_files.append(where)
-        for vid, demo in parse_demographics(text, where, found.warnings).items():
+        notes = _FileWarnings(where, found.warnings, limits.max_warnings_per_file)
+        for vid, demo in parsed.items():
             old = found.demographics.get(vid)
             if old is not None and old != demo:
-                found.warnings.append(f"{where}: {vid}: demographics differ from an earlier file; keeping the first")
+                notes.add(vid, "demographics differ from an earlier file; keeping the first")
                 continue
             found.demographics[vid] = demo
+        notes.close()
     return found
 
 
@@ -330,9 +490,18 @@ def _hidden(rel: Path) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
 
 
+def _count_label_file(found: Downloads, where: str) -> None:
+    found.label_files += 1
+    if found.label_files > found.limits.max_label_files:
+        raise IngestError(where, "labels", f"more than {found.limits.max_label_files} annotation and demographics "
+                          "files (limit max_label_files)")
+
+
 def _add_pickle(pickles: dict[str, tuple[str, dict[str, dict[str, float]]]], name: str, where: str,
-                data: bytes) -> None:
-    labels = parse_annotations(load_pickle(data, where), where)
+                data: bytes, limits: IngestLimits = DEFAULT_LIMITS) -> None:
+    labels = parse_annotations(load_pickle(data, where, limits), where)
+    if sum(len(v[1]) for v in pickles.values()) + len(labels) > limits.max_clips:
+        raise IngestError(where, "labels", f"more than {limits.max_clips} labelled clips in all (limit max_clips)")
     key = name.lower()
     if key in pickles:
         # The same file unpacked and inside its annotation zip is fine; two different ones are not.
@@ -343,19 +512,47 @@ def _add_pickle(pickles: dict[str, tuple[str, dict[str, dict[str, float]]]], nam
     pickles[key] = (where, labels)
 
 
-def _read_limited(f: BinaryIO, where: str, entry: str) -> bytes:
-    with f:
-        data = f.read(MAX_PICKLE_BYTES + 1)
-    if len(data) > MAX_PICKLE_BYTES:
-        raise IngestError(where, entry, f"larger than {MAX_PICKLE_BYTES >> 20} MB; not an annotation file")
-    return data
+def _open_file(path: Path, where: str, entry: str, cap: int, cap_name: str) -> BoundedReader:
+    """A file in the downloads directory, read through a :class:`BoundedReader` of ``cap`` bytes."""
+    try:
+        return BoundedReader(path.open("rb"), cap, f"larger than {human(cap)} (limit {cap_name})")
+    except OSError as err:
+        raise IngestError(where, entry, f"cannot read ({err.strerror or err})") from None
 
 
-def open_zip(path: str | Path | BinaryIO, where: str, password: bytes | None) -> pyzipper.AESZipFile:
+def _read_file(path: Path, where: str, entry: str, cap: int, cap_name: str) -> bytes:
+    f = _open_file(path, where, entry, cap, cap_name)
+    try:
+        return read_capped(f, cap, f.why)
+    except LimitError as err:
+        raise IngestError(where, entry, str(err)) from None
+    except OSError as err:
+        raise IngestError(where, entry, f"cannot read ({err.strerror or err})") from None
+
+
+def _read_demographics(stream: BinaryIO, where: str, found: Downloads) -> dict[str, Demographic]:
+    """Parse a demographics CSV as it streams in (never whole in memory); a limit breach is an error."""
+    text = io.TextIOWrapper(io.BufferedReader(stream, COPY_BUFFER), encoding="utf-8-sig", errors="replace",
+                            newline="")
+    try:
+        parsed = parse_demographics(text, where, found.warnings, found.limits,
+                                    max_rows=max(found.limits.max_csv_rows - found.csv_rows, 0))
+    except LimitError as err:
+        raise IngestError(where, "demographics", str(err)) from None
+    found.csv_rows += len(parsed)
+    return parsed
+
+
+def open_zip(path: str | Path | BinaryIO, where: str, password: bytes | None,
+             limits: IngestLimits = DEFAULT_LIMITS) -> pyzipper.AESZipFile:
     try:
         zf = pyzipper.AESZipFile(path)
-    except _ZIP_ERRORS as err:
-        raise IngestError(where, "archive", f"not a readable zip (corrupt or truncated download?): {err}") from None
+    except Exception as err:  # a crafted central directory surfaces as many types
+        detail = str(err) if isinstance(err, _ZIP_ERRORS) else f"{type(err).__name__}: {err}"
+        raise IngestError(where, "archive", f"not a readable zip (corrupt or truncated download?): {detail}") from None
+    if len(zf.infolist()) > limits.max_members:
+        zf.close()
+        raise IngestError(where, "archive", f"more than {limits.max_members} entries (limit max_members)")
     if password:
         zf.setpassword(password)
     return zf
@@ -374,32 +571,74 @@ def _member_error(where: str, info: zipfile.ZipInfo, err: Exception, hint: str) 
     return IngestError(where, member, f"corrupt or truncated member ({type(err).__name__}: {err})")
 
 
+def _open_member(zf: pyzipper.AESZipFile, info: zipfile.ZipInfo, where: str, hint: str, cap: int, cap_name: str,
+                 budget: InflateBudget | None, limits: IngestLimits) -> BoundedReader:
+    """``zf.open(info)`` behind the size, ratio and total bounds; refused from the header when it says too much."""
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        # zipfile inflates bzip2 and LZMA a whole read at a time, unbounded: a bomb would pass any cap.
+        raise IngestError(where, info.filename, f"compression method {info.compress_type} is not read (only stored "
+                          "and deflate, as in the ChaLearn release)")
+    most, why = member_cap(limits, info.compress_size, cap)
+    if most == cap:
+        why = f"{why} (limit {cap_name})"
+    try:
+        check_declared(limits, info.file_size, info.compress_size, cap, cap_name)
+    except LimitError as err:
+        raise IngestError(where, info.filename, f"{err} (the zip header says {human(info.file_size)})") from None
+    try:
+        return BoundedReader(zf.open(info), most, why, budget)
+    except Exception as err:
+        raise _member_error(where, info, err, hint) from None
+
+
+def _read_member(zf: pyzipper.AESZipFile, info: zipfile.ZipInfo, where: str, hint: str, cap: int, cap_name: str,
+                 found: Downloads) -> bytes:
+    f = _open_member(zf, info, where, hint, cap, cap_name, found.budget, found.limits)
+    try:
+        return read_capped(f, f.cap, f.why)
+    except LimitError as err:
+        raise IngestError(where, info.filename, str(err)) from None
+    except Exception as err:
+        raise _member_error(where, info, err, hint) from None
+
+
 def _scan_zip(path: Path, where: str, password: bytes | None, hint: str,
-              pickles: dict[str, tuple[str, dict[str, dict[str, float]]]], demo_texts: list[tuple[str, str]]) -> bool:
+              pickles: dict[str, tuple[str, dict[str, dict[str, float]]]],
+              demographics: list[tuple[str, dict[str, Demographic]]], found: Downloads) -> bool:
     """Read annotation/demographic members; return whether the zip may hold clips (mp4 or zip members)."""
-    with open_zip(path, where, password) as zf:
+    limits = found.limits
+    with open_zip(path, where, password, limits) as zf:
         may_hold_clips = False
         checked_password = False
         for info in zf.infolist():
             name = info.filename.rsplit("/", 1)[-1]
-            if info.is_dir() or _hidden(Path(info.filename)):
+            if info.filename.endswith("/") or _hidden(Path(info.filename)):  # is_dir() fails on an empty name
                 continue
             lower = name.lower()
-            try:
-                if ANNOTATION_RE.match(name):
-                    _add_pickle(pickles, name, f"{where}!{info.filename}",
-                                _read_limited(zf.open(info), f"{where}!{info.filename}", "pickle"))
-                elif DEMOGRAPHICS_RE.match(name):
-                    with zf.open(info) as f:
-                        demo_texts.append((f"{where}!{info.filename}", f.read().decode("utf-8-sig", "replace")))
-                elif lower.endswith((".mp4", ".zip")):
-                    may_hold_clips = True
-                    if info.flag_bits & 0x1 and not checked_password:
-                        # Opening checks the password: fail now, not after copying the other archives.
+            inner = f"{where}!{info.filename}"
+            if ANNOTATION_RE.match(name):
+                _count_label_file(found, inner)
+                data = _read_member(zf, info, where, hint, limits.max_pickle_bytes, "max_pickle_bytes", found)
+                _add_pickle(pickles, name, inner, data, limits)
+            elif DEMOGRAPHICS_RE.match(name):
+                _count_label_file(found, inner)
+                with _open_member(zf, info, where, hint, limits.max_csv_bytes, "max_csv_bytes", found.budget,
+                                  limits) as f:
+                    try:
+                        demographics.append((inner, _read_demographics(f, inner, found)))
+                    except IngestError:
+                        raise
+                    except Exception as err:
+                        raise _member_error(where, info, err, hint) from None
+            elif lower.endswith((".mp4", ".zip")):
+                may_hold_clips = True
+                if info.flag_bits & 0x1 and not checked_password:
+                    # Opening checks the password: fail now, not after copying the other archives.
+                    try:
                         zf.open(info).close()
-                        checked_password = True
-            except (RuntimeError, *_ZIP_ERRORS) as err:
-                raise _member_error(where, info, err, hint) from None
+                    except Exception as err:
+                        raise _member_error(where, info, err, hint) from None
+                    checked_password = True
         return may_hold_clips
 
 
@@ -421,25 +660,33 @@ class Clip:
 
 
 def iter_clips(downloads: Downloads, password: bytes | None, scratch: Path, password_hint: str = "") -> Iterator[Clip]:
-    """Every ``*.mp4`` in every zip (nested zips included) and loose in the downloads directory."""
+    """Every ``*.mp4`` in every zip (nested zips included) and loose in the downloads directory.
+
+    Members are copied through :class:`~bigfive.data.limits.BoundedReader`: ``max_member_bytes``,
+    ``max_ratio`` and ``downloads.budget`` (``max_total_bytes``) bound what any archive can inflate to.
+    """
     for path in downloads.zips:
         where = str(path.relative_to(downloads.root))
-        with open_zip(path, where, password) as zf:
-            yield from _walk_zip(zf, where, password, scratch, password_hint, depth=1)
+        with open_zip(path, where, password, downloads.limits) as zf:
+            yield from _walk_zip(zf, where, password, scratch, password_hint, 1, downloads)
     for path in downloads.loose_clips:
         yield Clip(video_id_of(path.name), str(path.relative_to(downloads.root)), path.stat().st_size,
                    lambda dest, p=path: _copy_stream(p.open("rb"), dest))
 
 
 def _walk_zip(zf: pyzipper.AESZipFile, where: str, password: bytes | None, scratch: Path, hint: str,
-              depth: int) -> Iterator[Clip]:
+              depth: int, downloads: Downloads) -> Iterator[Clip]:
     for info in zf.infolist():
-        if info.is_dir() or _hidden(Path(info.filename)):
+        if info.filename.endswith("/") or _hidden(Path(info.filename)):  # is_dir() fails on an empty name
             continue
         lower = info.filename.lower()
         if lower.endswith(".mp4"):
+            downloads.clips_walked += 1
+            if downloads.clips_walked > downloads.limits.max_clips:
+                raise IngestError(where, info.filename, f"more than {downloads.limits.max_clips} clips in the "
+                                  "archives (limit max_clips)")
             yield Clip(video_id_of(info.filename), f"{where}!{info.filename}", info.file_size,
-                       lambda dest, i=info: _copy_member(zf, i, dest, where, hint))
+                       lambda dest, i=info: _copy_member(zf, i, dest, where, hint, downloads))
         elif lower.endswith(".zip"):
             if depth >= MAX_NESTING:
                 raise IngestError(where, info.filename, f"zip nested more than {MAX_NESTING} levels deep")
@@ -448,20 +695,33 @@ def _walk_zip(zf: pyzipper.AESZipFile, where: str, password: bytes | None, scrat
             os.close(fd)
             tmp = Path(name)
             try:
-                _copy_member(zf, info, tmp, where, hint)
+                _copy_member(zf, info, tmp, where, hint, downloads)
                 inner = f"{where}!{info.filename}"
-                with open_zip(tmp, inner, password) as nested:
-                    yield from _walk_zip(nested, inner, password, scratch, hint, depth + 1)
+                with open_zip(tmp, inner, password, downloads.limits) as nested:
+                    yield from _walk_zip(nested, inner, password, scratch, hint, depth + 1, downloads)
             finally:
                 tmp.unlink(missing_ok=True)
 
 
-def _copy_member(zf: pyzipper.AESZipFile, info: zipfile.ZipInfo, dest: Path, where: str, hint: str) -> None:
+def _copy_member(zf: pyzipper.AESZipFile, info: zipfile.ZipInfo, dest: Path, where: str, hint: str,
+                 downloads: Downloads) -> None:
+    limits = downloads.limits
+    src = _open_member(zf, info, where, hint, limits.max_member_bytes, "max_member_bytes", downloads.budget, limits)
     try:
-        _copy_stream(zf.open(info), dest)
-    except (RuntimeError, *_ZIP_ERRORS) as err:
+        with src, dest.open("wb") as out:
+            while True:
+                try:
+                    chunk = src.read(COPY_BUFFER)  # zipfile verifies the CRC at the end of the read
+                except LimitError as err:
+                    raise IngestError(where, info.filename, str(err)) from None
+                except Exception as err:  # the archive's fault; a write error below is the disk's
+                    raise _member_error(where, info, err, hint) from None
+                if not chunk:
+                    break
+                out.write(chunk)
+    except BaseException:
         dest.unlink(missing_ok=True)
-        raise _member_error(where, info, err, hint) from None
+        raise
 
 
 def _copy_stream(src: BinaryIO, dest: Path) -> None:
@@ -528,6 +788,7 @@ def write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def check_video_id(video_id: str, source: str) -> None:
-    """A clip name must be usable as a file name (no path tricks from a crafted archive)."""
-    if not video_id or video_id in (".", "..") or "/" in video_id or "\\" in video_id or "\x00" in video_id:
-        raise IngestError(source, repr(video_id), "not a valid clip file name")
+    """A clip name must be a ChaLearn id: a safe file name (no path tricks, no control characters in
+    logs, no over-long names) from a crafted archive."""
+    if not is_clip_id(video_id):
+        raise IngestError(source, short_repr(video_id), CLIP_ID_RULE)

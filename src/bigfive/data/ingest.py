@@ -3,7 +3,13 @@
 Output: ``{train,val,test}/<video_id>.mp4``, ``manifest.csv`` (columns
 :data:`bigfive.data.chalearn.MANIFEST_COLUMNS`), ``ingest_report.json`` (counts, skipped clips,
 warnings) and, from the sample generator, ``sample_metadata.json``. The directory is built beside
-the target and renamed into place at the end, so a failed run leaves an existing one untouched.
+the target and renamed into place at the end, so a failed run leaves an existing one untouched;
+the temporary folder of a run that was killed is removed by the next run (with a log line).
+
+Incomplete downloads are refused unless ``--partial`` asks for them: a folder written by ``bigfive
+sample`` without its completion marker (:data:`bigfive.data.chalearn.SAMPLE_COMPLETE`) or with a
+listed file missing or truncated, and any official split with no labelled clip found.
+Untrusted input is bounded (:class:`bigfive.data.limits.IngestLimits`, ``--limit NAME=VALUE``).
 
 The val/test password comes from ``--password-file FILE`` or the environment variable named by
 ``--password-env`` (default: ``data.password_env``); it is never logged or written anywhere.
@@ -13,6 +19,7 @@ Error policy: see :mod:`bigfive.data.chalearn` (``--strict`` makes dataset misma
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -22,12 +29,16 @@ from typing import Any
 
 from bigfive import SPLITS
 from bigfive.data import chalearn
-from bigfive.data.chalearn import IngestError
+from bigfive.data.chalearn import SAMPLE_COMPLETE, IngestError
+from bigfive.data.limits import DEFAULT_LIMITS, IngestLimits
 from bigfive.utils.io import atomic_dir, write_json
 from bigfive.utils.progress import progress
+from bigfive.utils.text import printable, short_repr
 
 log = logging.getLogger(__name__)
 MAX_LOGGED = 5  # mismatches named in the log; the report lists them all
+MAX_JSON_BYTES = 1 << 20  # sample_metadata.json / sample_complete.json are a few KB
+PARTIAL_HINT = "pass --partial to ingest what is there"
 
 
 def resolve_password(env_name: str | None, password_file: str | Path | None = None) -> bytes | None:
@@ -36,7 +47,8 @@ def resolve_password(env_name: str | None, password_file: str | Path | None = No
         path = Path(password_file)
         if not path.is_file():
             raise IngestError(path, "password file", "not found")
-        lines = path.read_bytes().splitlines()
+        with path.open("rb") as f:
+            lines = f.read(1 << 16).splitlines()  # a password file, not a download: 64 KB is plenty
         return lines[0] if lines and lines[0] else None
     value = os.environ.get(env_name) if env_name else None
     return value.encode("utf-8") if value else None
@@ -44,20 +56,38 @@ def resolve_password(env_name: str | None, password_file: str | Path | None = No
 
 def ingest_downloads(downloads_dir: str | Path, out_dir: str | Path, *, split: str = "official", seed: int = 0,
                      password: bytes | None = None, password_hint: str = "", strict: bool = False,
-                     show_progress: bool = True) -> dict[str, Any]:
-    """Ingest a downloads directory into ``out_dir`` atomically; returns the ingest report."""
+                     show_progress: bool = True, partial: bool = False,
+                     limits: IngestLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """Ingest a downloads directory into ``out_dir`` atomically; returns the ingest report.
+
+    ``partial`` accepts an incomplete download (see the module doc) with warnings instead of an error.
+    """
     if split not in ("official", "subject_disjoint"):
         raise ValueError(f"split must be 'official' or 'subject_disjoint', got {split!r}")
+    limits.validate()
     downloads_dir, out_dir = Path(downloads_dir), Path(out_dir)
-    found = chalearn.scan_downloads(downloads_dir, password, password_hint, exclude=out_dir)
+    incomplete = _sample_incomplete(downloads_dir)  # before reading archives a killed run may have cut short
+    if incomplete is not None and not partial:
+        raise IngestError(downloads_dir, incomplete[0], f"{incomplete[1]}; {PARTIAL_HINT}")
+    found = chalearn.scan_downloads(downloads_dir, password, password_hint, exclude=out_dir, limits=limits)
     if not found.labels:
         raise IngestError(downloads_dir, "annotation_*.pkl", "no annotation pickles found (loose or in a zip)")
     if not found.zips and not found.loose_clips:
         raise IngestError(downloads_dir, "*.zip", "no archives holding clips found")
     log.info("labels: %d clips from %s; %d archive(s) to walk", len(found.labels),
-             ", ".join(found.annotation_files), len(found.zips))
+             printable(", ".join(found.annotation_files)), len(found.zips))
 
     warnings = list(found.warnings)
+    if incomplete is None:  # every official split must have labels
+        labelled = set(found.split_of.values())
+        missing_splits = [s for s in SPLITS if s not in labelled]
+        if missing_splits:
+            incomplete = (", ".join(missing_splits), "no annotation pickle labels any clip of this split "
+                          "(annotation file not downloaded, or an interrupted download?)")
+            if not partial:
+                raise IngestError(downloads_dir, incomplete[0], f"{incomplete[1]}; {PARTIAL_HINT}")
+    if incomplete is not None:
+        warnings.append(f"{downloads_dir}: {incomplete[0]}: {incomplete[1]} (--partial: ingested anyway)")
     unlabelled: list[str] = []  # clip sources with no label
     with atomic_dir(out_dir) as tmp:
         staging, scratch = tmp / ".staging", tmp / ".scratch"
@@ -88,6 +118,11 @@ def ingest_downloads(downloads_dir: str | Path, out_dir: str | Path, *, split: s
             raise IngestError(downloads_dir, "*.mp4", "no labelled clips found in the archives")
 
         official = {vid: found.split_of[vid] for vid in ingested}
+        for name in SPLITS:
+            if name not in official.values() and not partial:
+                n = sum(1 for s in found.split_of.values() if s == name)
+                raise IngestError(downloads_dir, name, f"split is empty: none of its {n} labelled clips was found in "
+                                  f"the archives (archive missing, or an interrupted download?); {PARTIAL_HINT}")
         youtube = {vid: found.demographics[vid].youtube_id if vid in found.demographics
                    else chalearn.youtube_id_of(vid) for vid in ingested}
         if split == "subject_disjoint":
@@ -108,13 +143,51 @@ def ingest_downloads(downloads_dir: str | Path, out_dir: str | Path, *, split: s
         if found.metadata is not None:
             shutil.copyfile(found.metadata, tmp / "sample_metadata.json")
         report = _report(found, splits, official, youtube, split, seed, strict, unlabelled, missing, warnings)
+        if partial:  # only then: the report of a complete ingest stays byte-identical
+            report["partial"] = True
         write_json(tmp / "ingest_report.json", report)
     for w in warnings:
-        log.warning("%s", w)
+        log.warning("%s", printable(w))
     counts = report["counts"]
-    log.info("ingested %d clips into %s (train %d, val %d, test %d; %s split)", len(splits), out_dir,
+    log.info("ingested %d clips into %s (train %d, val %d, test %d; %s split)", len(splits), printable(out_dir),
              counts["train"], counts["val"], counts["test"], split)
     return report
+
+
+def _read_json(path: Path) -> Any:
+    """A small JSON file from the downloads; None when absent, unreadable, too big or not JSON."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_JSON_BYTES + 1)
+        if len(data) > MAX_JSON_BYTES:
+            return None
+        return json.loads(data)
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def _sample_incomplete(root: Path) -> tuple[str, str] | None:
+    """``(entry, problem)`` when the downloads were written by ``bigfive sample`` and it did not finish;
+    ``None`` when they are complete or not the sample's (no ``sample_metadata.json`` naming the generator)."""
+    metadata = root / "sample_metadata.json"
+    meta = _read_json(metadata) if metadata.is_file() else None
+    if not isinstance(meta, dict) or meta.get("generator") != "bigfive.data.sample":
+        return None
+    marker = root / SAMPLE_COMPLETE
+    done = _read_json(marker) if marker.is_file() else None
+    files = done.get("files") if isinstance(done, dict) else None
+    if not isinstance(files, dict) or not files:
+        return (SAMPLE_COMPLETE, "missing or unreadable: `bigfive sample` did not finish writing this folder "
+                "(killed?); run it again")
+    for name, size in files.items():
+        if not isinstance(name, str) or len(name) > 255 or Path(name).name != name or name in (".", ".."):
+            return (SAMPLE_COMPLETE, f"lists {short_repr(name)}, not a file name")
+        path = root / name
+        if not path.is_file():
+            return (name, f"missing, though {SAMPLE_COMPLETE} lists it (deleted, or an interrupted copy?)")
+        if path.stat().st_size != size:
+            return (name, f"{path.stat().st_size} bytes, {SAMPLE_COMPLETE} says {short_repr(size)} (truncated?)")
+    return None
 
 
 def _report_mismatches(unlabelled: list[str], missing: list[str], found: chalearn.Downloads,
@@ -167,6 +240,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--password-file", default=None, metavar="FILE", help="file whose first line is the password")
     parser.add_argument("--strict", action="store_true", default=None,
                         help="treat videos without labels and labels without videos as errors")
+    parser.add_argument("--partial", action="store_true",
+                        help="ingest an incomplete download (a split with no clips, a sample folder whose generator "
+                             "did not finish) with warnings instead of refusing it")
+    limits = ", ".join(f"{f.name} ({getattr(DEFAULT_LIMITS, f.name)})" for f in DEFAULT_LIMITS.__dataclass_fields__
+                       .values())
+    parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                        help=f"raise or lower a bound on untrusted input (sizes take K, M, G); defaults: {limits}")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -187,5 +267,7 @@ def run(args: argparse.Namespace) -> int:
         password_hint=hint,
         strict=data.strict if args.strict is None else args.strict,
         show_progress=not args.no_progress,
+        partial=args.partial,
+        limits=DEFAULT_LIMITS.replace(args.limit),
     )
     return 0

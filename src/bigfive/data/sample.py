@@ -39,9 +39,11 @@ import numpy as np
 
 from bigfive import ALL_LABELS, SPLITS, TRAITS
 from bigfive.config import SampleConfig, load_params
+from bigfive.data.chalearn import SAMPLE_COMPLETE
 from bigfive.data.faces_source import Sprite, load_face_sources, make_sprite
-from bigfive.utils.io import atomic_path, write_json, write_text
+from bigfive.utils.io import atomic_dir, atomic_path, write_json, write_text
 from bigfive.utils.progress import progress
+from bigfive.utils.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -534,46 +536,81 @@ def build_metadata(cfg: SampleConfig, specs: Sequence[ClipSpec], archives: dict[
 
 def generate(cfg: SampleConfig, out_dir: str | Path, *, password: str | None = None, workers: int = 1,
              progress: bool = True) -> dict:
-    """Write the sample in the ChaLearn download layout into ``out_dir``; return the metadata."""
+    """Write the sample in the ChaLearn download layout into ``out_dir``; return the metadata.
+
+    Everything is built in a temporary folder beside ``out_dir`` and renamed into place at the end,
+    with :data:`SAMPLE_COMPLETE` (the files and their sizes) written last: a run that is killed
+    leaves ``out_dir`` as it was (the next run removes its temporary folder), and ``bigfive ingest``
+    refuses a sample folder without that marker. An existing ``out_dir`` is replaced only if it is
+    empty or holds nothing but what this generator writes.
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_replaceable(out_dir)
     specs = plan_clips(cfg)
     workers = max(1, workers if workers > 0 else (os.cpu_count() or 1))
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".sample-clips.", dir=out_dir))
-    clips: dict[str, bytes] = {}
-    try:
-        jobs = [(s, cfg, str(tmp_dir)) for s in specs]
-        bar = _progress_bar(len(jobs), progress)
-        if workers == 1:
-            _init_worker()
-            for job in jobs:
-                vid, data = _render_clip(job)
-                clips[vid] = data
-                bar.update()
-        else:
-            ctx = multiprocessing.get_context("spawn" if os.name == "nt" else "fork")
-            with ctx.Pool(workers, initializer=_init_worker) as pool:
-                for vid, data in pool.imap(_render_clip, jobs, chunksize=4):
+    with atomic_dir(out_dir) as build:
+        tmp_dir = Path(tempfile.mkdtemp(prefix=".sample-clips.", dir=build))
+        clips: dict[str, bytes] = {}
+        try:
+            jobs = [(s, cfg, str(tmp_dir)) for s in specs]
+            bar = _progress_bar(len(jobs), progress)
+            if workers == 1:
+                _init_worker()
+                for job in jobs:
+                    vid, data = _render_clip(job)
                     clips[vid] = data
                     bar.update()
-        bar.close()
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+            else:
+                ctx = multiprocessing.get_context("spawn" if os.name == "nt" else "fork")
+                with ctx.Pool(workers, initializer=_init_worker) as pool:
+                    for vid, data in pool.imap(_render_clip, jobs, chunksize=4):
+                        clips[vid] = data
+                        bar.update()
+            bar.close()
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
 
-    archives: dict[str, list[str]] = {}
-    for split in SPLITS:
-        split_specs = [s for s in specs if s.split == split]
-        members = [(f"{s.video_id}.mp4", clips[s.video_id]) for s in split_specs]
-        archives[split] = write_split_archive(out_dir, split, members, password, cfg.seed)
-        write_annotations(out_dir, split, split_specs)
-    write_demographics(out_dir, specs, cfg.seed)
-    meta = build_metadata(cfg, specs, archives)
-    meta["encrypted"] = [ARCHIVES["val"], ARCHIVES["test"]] if password is not None else []
-    write_json(out_dir / METADATA, meta)
+        archives: dict[str, list[str]] = {}
+        for split in SPLITS:
+            split_specs = [s for s in specs if s.split == split]
+            members = [(f"{s.video_id}.mp4", clips[s.video_id]) for s in split_specs]
+            archives[split] = write_split_archive(build, split, members, password, cfg.seed)
+            write_annotations(build, split, split_specs)
+        write_demographics(build, specs, cfg.seed)
+        meta = build_metadata(cfg, specs, archives)
+        meta["encrypted"] = [ARCHIVES["val"], ARCHIVES["test"]] if password is not None else []
+        write_json(build / METADATA, meta)
+        write_completion_marker(build)
     log.info("sample: %d clips (%s) in %s; noise floor %.3f, train-mean baseline (test) %.3f", len(specs),
              meta["counts"]["clips"], out_dir, meta["noise_floor_mean_accuracy"],
              meta["train_mean_baseline"]["test"]["mean"])
     return meta
+
+
+def write_completion_marker(folder: Path) -> None:
+    """:data:`SAMPLE_COMPLETE`: every file of the finished folder and its size (checked by ingest)."""
+    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+    write_json(folder / SAMPLE_COMPLETE, {"generator": "bigfive.data.sample", "generator_version": GENERATOR_VERSION,
+                                          "files": files})
+
+
+def _generator_files() -> set[str]:
+    return {*ARCHIVES.values(), *ANNOTATIONS.values(), *DEMOGRAPHICS.values(), METADATA, SAMPLE_COMPLETE}
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Refuse to replace a folder that holds anything this generator does not write (someone's data)."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir}: exists and is not a folder; choose another --out")
+    ours = _generator_files()
+    for entry in out_dir.iterdir():
+        name = entry.name
+        if name in ours or name.startswith((".sample-clips.", *(f".{f}." for f in ours))):
+            continue  # its own files, and the temporary files of an earlier version's interrupted run
+        raise FileExistsError(f"{out_dir}: holds {printable(name, 80)}, which `bigfive sample` does not write; "
+                              "refusing to replace the folder (choose another --out, or empty it)")
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:

@@ -21,6 +21,7 @@ import io
 import logging
 import multiprocessing as mp
 import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -49,6 +50,9 @@ def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[str], list[ClipPre
     failures: list[ClipPrediction] = []
     for item in inputs:
         p = Path(item)
+        if _is_stdin(item):
+            failures.append(ClipPrediction(str(item), status="error", error=STDIN_UNSUPPORTED))
+            continue
         if p.is_dir():
             found = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS)
             if not found:
@@ -58,6 +62,21 @@ def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[str], list[ClipPre
         else:
             clips.append(str(p))
     return clips, failures
+
+
+STDIN_UNSUPPORTED = ("reading a video from standard input (a pipe) is not supported: the decoder needs a file it "
+                     "can seek in; save the video to a file and pass its path")
+
+
+def _is_stdin(item: str | Path) -> bool:
+    """``-``, or a path naming a pipe or character device (``/dev/stdin`` piped, ``<(cat x.mp4)``)."""
+    if str(item) == "-":
+        return True
+    try:
+        mode = os.stat(item).st_mode
+    except (OSError, ValueError):
+        return False  # missing: the predictor says "file not found"
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
 def figure_names(clips: Sequence[str]) -> list[str]:

@@ -10,6 +10,7 @@ learned that trait from ~240 clips. The bias stays learnable, so it can widen or
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -61,24 +62,74 @@ class CrossAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(b, tq, d)), attn
 
 
+class SameTimeMix(nn.Module):
+    """The ablation's control for learned attention: cross-attention whose weights are fixed, not learned.
+
+    Query step t takes the value of context step ``t + shift`` (cyclic), through the same value and
+    output projections as :class:`CrossAttention`, so a block built on it fuses the two streams per
+    time step with the same feed-forward capacity but no attention. ``shift=0`` is same-time alignment;
+    ``shift=T//2`` pairs every step with a distant one (alignment broken, fusion still per step).
+    Returns the fixed (B, 1, T, T) permutation as its "attention", so plots and exports treat it alike.
+    """
+
+    def __init__(self, dim: int, frames: int, shift: int = 0):
+        super().__init__()
+        self.v = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+        self.shift = shift % frames
+        self.register_buffer("weights", torch.eye(frames).roll(self.shift, dims=1), persistent=False)
+
+    def forward(self, query: torch.Tensor, context: torch.Tensor,
+                key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if key_mask is not None:  # a missing context frame contributes nothing (attention would give it 0 weight)
+            context = context.masked_fill(key_mask[..., None], 0.0)
+        y = self.out(self.v(context.roll(-self.shift, dims=1) if self.shift else context))
+        return y, self.weights.expand(query.shape[0], 1, -1, -1)
+
+
 class FeedForward(nn.Sequential):
     def __init__(self, dim: int, mult: int, dropout: float):
         super().__init__(nn.Linear(dim, mult * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mult * dim, dim),
                          nn.Dropout(dropout))
 
 
-class CrossBlock(nn.Module):
-    """Pre-norm residual block: x += attn(LN(x), LN(context)); x += FF(LN(x))."""
+class GatedFeedForward(nn.Module):
+    """GEGLU feed-forward (Shazeer 2020): W2 (W1 x * GELU(W3 x)), hidden 2/3 of the plain one's (same size).
 
-    def __init__(self, dim: int, heads: int, frames: int, ff_mult: int, dropout: float, time_bias: bool,
-                 bias_init: float):
+    Why it matters here: its output is a product of two projections of the same token, so once a
+    token holds both streams (x = s_t + v(d_t)) a static x dynamic cross term is there from the first
+    step, and the gradient sees it at first order; a GELU MLP only finds it through its curvature.
+    """
+
+    def __init__(self, dim: int, mult: int, dropout: float):
+        super().__init__()
+        hidden = max(1, round(2 * mult * dim / 3))
+        self.up = nn.Linear(dim, 2 * hidden)
+        self.drop = nn.Dropout(dropout)
+        self.down = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.up(x).chunk(2, dim=-1)
+        return self.drop(self.down(self.drop(value * F.gelu(gate))))
+
+
+FEED_FORWARDS = {"gelu": FeedForward, "geglu": GatedFeedForward}
+
+
+class CrossBlock(nn.Module):
+    """Pre-norm residual block: x += mix(LN(x), LN(context)); x += FF(LN(x)).
+
+    ``mix`` is a :class:`CrossAttention` (the model) or a :class:`SameTimeMix` (the framewise controls).
+    """
+
+    def __init__(self, dim: int, mix: nn.Module, ff_mult: int, dropout: float, ff: str = "gelu"):
         super().__init__()
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim)
-        self.attn = CrossAttention(dim, heads, frames, dropout, time_bias, bias_init)
+        self.attn = mix
         self.drop = nn.Dropout(dropout)
         self.norm_ff = nn.LayerNorm(dim)
-        self.ff = FeedForward(dim, ff_mult, dropout)
+        self.ff = FEED_FORWARDS[ff](dim, ff_mult, dropout)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor,
                 key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,14 +2,24 @@
 
 Every variant sees the same stream tokens and feeds the same MLP head type, so an ablation
 compares fusion alone. ``late`` returns one vector per stream (each gets its own head).
+
+Three ingredients separate the fusions (docs/ablation.md):
+- *when* the streams meet: per time step, before temporal pooling (cross_attention, framewise*)
+  or after it (concat, sum, gated, late);
+- *alignment*: step t meets step t (framewise; cross-attention with the relative-time bias starts
+  there) or a distant step (framewise_shifted);
+- *learned attention*: the mixing weights are learned (cross_attention) or fixed (framewise*).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
-from bigfive.models.attention import CrossBlock
+from bigfive.models.attention import CrossAttention, CrossBlock, SameTimeMix
 
 STATIC_TO_DYNAMIC = "static_to_dynamic"  # static tokens query dynamic ones
 DYNAMIC_TO_STATIC = "dynamic_to_static"
@@ -27,19 +37,21 @@ class CrossAttentionFusion(nn.Module):
     """Learned temporal positions, then ``layers`` co-attention layers in the chosen direction(s).
 
     Bidirectional layers update both streams from the previous layer's tokens (co-attention);
-    the pooled tokens of both streams are concatenated.
+    the pooled tokens of both streams are concatenated. ``make_mix()`` builds each block's mixing
+    layer: learned cross-attention for the model, a fixed same-time (or shifted) map for the
+    framewise controls, which are otherwise this exact module.
     """
 
-    def __init__(self, dim: int, frames: int, heads: int, layers: int, ff_mult: int, dropout: float,
-                 direction: str, time_bias: bool, bias_init: float):
+    def __init__(self, dim: int, frames: int, layers: int, ff_mult: int, dropout: float, direction: str,
+                 make_mix: Callable[[], nn.Module], ff: str = "gelu"):
         super().__init__()
         self.directions = [d for d in (STATIC_TO_DYNAMIC, DYNAMIC_TO_STATIC) if direction in (d, "bidirectional")]
+        self.layers = layers
         self.pos_static = nn.Parameter(torch.randn(1, frames, dim) * 0.02)
         self.pos_dynamic = nn.Parameter(torch.randn(1, frames, dim) * 0.02)
 
         def stack() -> nn.ModuleList:
-            return nn.ModuleList(CrossBlock(dim, heads, frames, ff_mult, dropout, time_bias, bias_init)
-                                 for _ in range(layers))
+            return nn.ModuleList(CrossBlock(dim, make_mix(), ff_mult, dropout, ff) for _ in range(layers))
 
         self.blocks = nn.ModuleDict({d: stack() for d in self.directions})
         self.norm = nn.LayerNorm(dim)
@@ -48,7 +60,7 @@ class CrossAttentionFusion(nn.Module):
     def forward(self, s: torch.Tensor, d: torch.Tensor, mask: torch.Tensor | None):
         s, d = s + self.pos_static, d + self.pos_dynamic
         attention: dict[str, list[torch.Tensor]] = {name: [] for name in self.directions}
-        for i in range(len(next(iter(self.blocks.values())))):
+        for i in range(self.layers):
             s_new, d_new = s, d
             if STATIC_TO_DYNAMIC in self.blocks:
                 s_new, a = self.blocks[STATIC_TO_DYNAMIC][i](s, d, mask)
@@ -85,8 +97,18 @@ class PooledFusion(nn.Module):
         return (ps if self.kind == "static_only" else pd), {}
 
 
+# Per-time-step fusions: name -> the mixing layer of each block, from (model config, T).
+MIXERS: dict[str, Callable[[Any, int], nn.Module]] = {
+    "cross_attention": lambda cfg, t: CrossAttention(cfg.embed_dim, cfg.heads, t, cfg.dropout, cfg.time_bias,
+                                                     cfg.time_bias_init),
+    "framewise": lambda cfg, t: SameTimeMix(cfg.embed_dim, t, shift=0),
+    "framewise_shifted": lambda cfg, t: SameTimeMix(cfg.embed_dim, t, shift=t // 2),
+}
+
+
 def build_fusion(cfg, frames: int) -> nn.Module:
-    if cfg.fusion == "cross_attention":
-        return CrossAttentionFusion(cfg.embed_dim, frames, cfg.heads, cfg.layers, cfg.ff_mult, cfg.dropout,
-                                    cfg.direction, cfg.time_bias, cfg.time_bias_init)
+    if cfg.fusion in MIXERS:
+        mixer = MIXERS[cfg.fusion]
+        return CrossAttentionFusion(cfg.embed_dim, frames, cfg.layers, cfg.ff_mult, cfg.dropout, cfg.direction,
+                                    lambda: mixer(cfg, frames), cfg.ff)
     return PooledFusion(cfg.fusion, cfg.embed_dim)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bigfive.config import load_params
+from bigfive.config import ConfigError, load_params, replace
 from bigfive.models.network import TwoStreamNet, build_model, count_parameters
 
 # (row label, submodule path inside TwoStreamNet); missing submodules (single-stream variants) are skipped
@@ -67,17 +67,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop-size", type=int, default=None, help="S (default: preprocess.crop_size)")
     parser.add_argument("--flow-channels", type=int, default=None,
                         help="C (default: 2 x preprocess.flow.stack)")
+    parser.add_argument("--variant", default=None,
+                        help="an ablation.variants name: show that variant instead of the model section "
+                             "(e.g. framewise, to compare its size with the default model)")
 
 
 def run(args: argparse.Namespace) -> int:
     params = load_params(args.params)
+    if args.variant is not None:
+        variants = params.ablation.variants
+        if args.variant not in variants:
+            raise ConfigError("--variant", f"{args.variant!r} is not in ablation.variants ({', '.join(variants)})")
+        params = replace(params, variants[args.variant])
     frames = args.frames or params.preprocess.frames
     crop = args.crop_size or params.preprocess.crop_size
     channels = args.flow_channels or 2 * params.preprocess.flow.stack
     net = build_model(params.model, frames, channels)
     m = params.model
-    variant = m.fusion + (f" ({m.direction}, {m.layers} layer(s), {m.heads} heads)" if m.fusion == "cross_attention"
-                          else "")
+    per_step = {"cross_attention": f" ({m.direction}, {m.layers} layer(s), {m.heads} heads)",
+                "framewise": f" ({m.direction}, {m.layers} layer(s), fixed same-time weights)",
+                "framewise_shifted": f" ({m.direction}, {m.layers} layer(s), fixed weights shifted T/2)"}
+    variant = m.fusion + per_step.get(m.fusion, "")
     title = (f"model: static={m.static_backbone} dynamic={m.dynamic_backbone} fusion={variant}; "
              f"T={frames} S={crop} C={channels}")
     print(format_table(summarize(net, crop), title))

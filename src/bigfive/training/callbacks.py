@@ -204,6 +204,28 @@ class ProgressLogger(Callback):
             log.info("%s", state.stop_reason)
 
 
+class StreamFreeze(Callback):
+    """Train only fusion and head for the first ``epochs`` epochs (streams frozen), then everything.
+
+    Why: a freshly initialised stream already encodes its events (on the sample, a linear probe
+    reads each flash from the static tokens and each nod from the dynamic tokens at init), but
+    training both streams from the start teaches them to suppress cues that are nuisances for
+    their own traits before the fusion has learned to use them (pipelines/ablation/interaction_probe.py).
+    """
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_epoch_begin(self, state: TrainState) -> None:
+        if self.epochs <= 0:
+            return
+        frozen = state.epoch <= self.epochs
+        for name in ("static", "dynamic"):
+            stream = getattr(state.model, name, None)
+            if stream is not None:
+                stream.requires_grad_(not frozen)
+
+
 class LambdaCallback(Callback):
     """Calls ``fn(epoch, metrics)`` after each validation; exceptions propagate (optuna.TrialPruned)."""
 

@@ -57,6 +57,7 @@ from bigfive.training.callbacks import (
     MetricTracker,
     MLflowLogger,
     ProgressLogger,
+    StreamFreeze,
     Timer,
     TrainState,
 )
@@ -85,6 +86,12 @@ class FitResult:
     model_version: str | None = None
     champion_moved: bool = False
     ranks: dict[str, Any] = field(default_factory=dict)
+    epochs_to_interaction: int | None = None  # first epoch at train.interaction_threshold (None: never)
+
+
+def first_epoch_reaching(history: list[dict[str, float]], key: str, threshold: float) -> int | None:
+    """The first epoch whose ``key`` is at least ``threshold``, or None if no epoch reaches it."""
+    return next((int(row["epoch"]) for row in history if row.get(key, -math.inf) >= threshold), None)
 
 
 # ---------------------------------------------------------------------------------------- RNG state
@@ -121,12 +128,19 @@ def seed_everything(seed: int) -> None:
 
 
 # ------------------------------------------------------------------------------------- model setup
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases and norm scales (1-D tensors), as usual for transformers."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, stream_lr_mult: float = 1.0) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases and norm scales (1-D tensors), as usual for transformers.
+
+    The two streams' parameters learn at ``stream_lr_mult`` x ``lr``, fusion and head at ``lr``.
+    """
+    streams = {id(p) for name in ("static", "dynamic") if getattr(model, name, None) is not None
+               for p in getattr(model, name).parameters()}
+    groups = []
+    for in_stream, scale in ((True, stream_lr_mult), (False, 1.0)):
+        trainable = [p for p in model.parameters() if p.requires_grad and (id(p) in streams) == in_stream]
+        groups += [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay, "lr": lr * scale},
+                   {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0, "lr": lr * scale}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
 
 def warm_start(model: nn.Module, source: str) -> dict[str, int]:
@@ -370,7 +384,7 @@ def _fit(params: Params, data: TrainData, out: Path, info: dist.DistInfo, device
     if init_from and resume_ckpt is None:
         warm_start(model, init_from)
     model.to(device)
-    optimizer = make_optimizer(model, tc.lr, tc.weight_decay)
+    optimizer = make_optimizer(model, tc.lr, tc.weight_decay, tc.stream_lr_mult)
 
     train_ds = ClipDataset(data.train, data.train_indices, outputs, tc.hflip, tc.temporal_shuffle, tc.seed)
     val_ds = ClipDataset(data.val, data.val_indices, outputs)
@@ -420,7 +434,8 @@ def _fit(params: Params, data: TrainData, out: Path, info: dist.DistInfo, device
                 "best_epoch": s.best_epoch, "stopped": s.stop, "stop_reason": s.stop_reason}
 
     state.checkpoint = build_checkpoint
-    cbs = CallbackList([Timer(), LRMonitor(), MetricTracker(tc.min_delta), EarlyStopping(tc.patience),
+    cbs = CallbackList([StreamFreeze(tc.freeze_streams_epochs), Timer(), LRMonitor(), MetricTracker(tc.min_delta),
+                        EarlyStopping(tc.patience),
                         Checkpointer(), MLflowLogger(tracker.run_id), ProgressLogger(), *extra_callbacks,
                         *([LambdaCallback(on_epoch)] if on_epoch else [])])
     ranks: dict[str, Any] = {"world": info.world}
@@ -452,7 +467,9 @@ def _fit(params: Params, data: TrainData, out: Path, info: dist.DistInfo, device
     report = analyse(state.history, ctx)
     result = FitResult(best_val_mean_accuracy=state.best_metric, best_epoch=state.best_epoch,
                        history=state.history, run_id=run_id, best_checkpoint=best_path, last_checkpoint=last_path,
-                       analysis=report, output_dir=out, stopped_early=state.stop, ranks=ranks)
+                       analysis=report, output_dir=out, stopped_early=state.stop, ranks=ranks,
+                       epochs_to_interaction=first_epoch_reaching(state.history, f"val_acc_{tc.interaction_trait}",
+                                                                  tc.interaction_threshold))
     if info.is_main:
         _finish(params, data, result, tracker, register)
     dist.barrier(info)
@@ -518,7 +535,7 @@ def _finish(params: Params, data: TrainData, result: FitResult, tracker: RunTrac
                                 "best_epoch": result.best_epoch, "epochs_run": len(result.history),
                                 "stopped_early": result.stopped_early, "registered_model": None,
                                 "model_version": None, "champion_moved": False, "champion_version": None,
-                                "ranks": result.ranks}
+                                "ranks": result.ranks, "epochs_to_interaction": result.epochs_to_interaction}
     if tracker.run_id is not None:
         import mlflow
 
@@ -526,7 +543,11 @@ def _finish(params: Params, data: TrainData, result: FitResult, tracker: RunTrac
             mlflow.log_artifact(str(path))
         s = result.analysis["summary"]
         mlflow.log_metrics({"data_wait_share_mean": s["data_wait_share"],
-                            "throughput_clips_s_mean": s["throughput_clips_s"], "epochs_run": len(result.history)})
+                            "throughput_clips_s_mean": s["throughput_clips_s"], "epochs_run": len(result.history),
+                            **({"epochs_to_interaction": result.epochs_to_interaction}
+                               if result.epochs_to_interaction is not None else {})})
+        # a metric cannot be null: "never" is a tag, so the run table can still show and filter it
+        mlflow.set_tag("epochs_to_interaction", str(result.epochs_to_interaction or "never"))
         if register:
             from bigfive.training.pyfunc import log_pyfunc
             from bigfive.training.tracking import promote_champion

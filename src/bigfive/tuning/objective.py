@@ -1,5 +1,11 @@
 """One trial: suggest params, train with per-epoch pruning, and leave a trace whatever happens.
 
+After every validation epoch the trial reports ``val_mean_accuracy`` at step = epoch (1-based): the
+pruner decides on these values and optuna-dashboard draws them as learning curves. The last epoch of
+the budget is reported but never pruned (the trial has run in full; it is complete). While it runs,
+the trial keeps as user attributes ``best_epoch`` and ``val_acc_<trait>`` of its best epoch so far,
+and, when it completes, ``epochs_to_interaction`` from the training result.
+
 Every way a trial can end is recorded on the trial (user attributes) and on its MLflow run:
 - complete: the value is the best validation mean accuracy over its epochs;
 - pruned by the pruner at an epoch, or because the suggested combination is invalid
@@ -22,17 +28,38 @@ import optuna
 
 from bigfive.config import Params, TuneConfig
 from bigfive.tuning.space import InvalidTrialParams, suggest, trial_params
-from bigfive.tuning.study import FAIL_ATTR, PRUNE_ATTR, RUN_ATTR, WORKER_ATTR, worker_id
+from bigfive.tuning.study import (
+    BEST_EPOCH_ATTR,
+    FAIL_ATTR,
+    INTERACTION_ATTR,
+    METRIC,
+    PRUNE_ATTR,
+    RUN_ATTR,
+    TRAIT_ATTR_PREFIX,
+    WORKER_ATTR,
+    worker_id,
+)
 
 log = logging.getLogger(__name__)
 
-METRIC = "val_mean_accuracy"
 STATE_TAG = "optuna.state"
+__all__ = ["METRIC", "Objective", "trial_epochs", "trial_overrides"]
+
+
+def trial_epochs(cfg: TuneConfig, base: Params) -> int:
+    """The epochs of a trial that is never pruned: ``tune.epochs``, or ``train.epochs`` when it is null."""
+    return cfg.epochs if cfg.epochs is not None else base.train.epochs
 
 
 def trial_overrides(cfg: TuneConfig, base: Params) -> dict[str, Any]:
-    """Settings every trial shares: the short epoch budget (warm-up shortened to fit inside it)."""
-    return {"train.epochs": cfg.epochs, "train.warmup_epochs": min(base.train.warmup_epochs, cfg.epochs - 1)}
+    """Settings every trial shares: the epoch budget (warm-up and stream freezing shortened to fit inside it)."""
+    epochs = trial_epochs(cfg, base)
+    out: dict[str, Any] = {"train.epochs": epochs,
+                           "train.warmup_epochs": min(base.train.warmup_epochs, epochs - 1)}
+    freeze = getattr(base.train, "freeze_streams_epochs", None)
+    if freeze is not None and freeze >= epochs:
+        out["train.freeze_streams_epochs"] = epochs - 1
+    return out
 
 
 @dataclass
@@ -50,17 +77,24 @@ class Objective:
         trial.set_user_attr(WORKER_ATTR, self.worker)  # first, so a dead worker's trial can be found
         started = time.monotonic()
         epoch = -1
+        best: float | None = None
         try:
             searched = suggest(trial, self.cfg.space, self.base)
+            budget = trial_epochs(self.cfg, self.base)
             params = trial_params(self.base, {**trial_overrides(self.cfg, self.base), **searched})
+            min_delta = params.train.min_delta
 
             def on_epoch(ep: int, metrics: dict[str, float]) -> None:
-                nonlocal epoch
+                nonlocal epoch, best
                 epoch = ep
                 self._remember_run(trial)
                 value = float(metrics[METRIC])
-                trial.report(value, ep)
-                if trial.should_prune():
+                trial.report(value, ep)  # every epoch: the pruner's input and the dashboard's learning curve
+                if best is None or value > best + min_delta:  # the same rule as fit's best epoch
+                    best = value
+                    _record_best_epoch(trial, ep, metrics)
+                # the last epoch is never pruned: the trial has run its budget, stopping it saves nothing
+                if ep < budget and trial.should_prune():
                     raise optuna.TrialPruned(f"epoch {ep}: {METRIC} {value:.4f} is below the pruner's threshold")
 
             with tempfile.TemporaryDirectory(prefix=f"bigfive-tune-{trial.number}-") as out:
@@ -71,6 +105,11 @@ class Objective:
             value = float(result.best_val_mean_accuracy)
             if getattr(result, "run_id", None):
                 trial.set_user_attr(RUN_ATTR, result.run_id)
+            row = _history_row(result, getattr(result, "best_epoch", None))
+            if row is not None and int(row["epoch"]) != trial.user_attrs.get(BEST_EPOCH_ATTR):
+                _record_best_epoch(trial, int(row["epoch"]), row)  # fit's own best epoch is authoritative
+            if hasattr(result, INTERACTION_ATTR):  # None: the interaction trait never reached the threshold
+                trial.set_user_attr(INTERACTION_ATTR, getattr(result, INTERACTION_ATTR))
             self._finish_run(trial, "COMPLETE", {"trial_value": value})
             return value
         except InvalidTrialParams as err:
@@ -153,3 +192,19 @@ class Objective:
             mlflow.log_params({k: str(v) for k, v in err.overrides.items()})
             mlflow.set_tags({STATE_TAG: "PRUNED", "optuna.prune_reason": str(err.error)[:5000]})
         trial.set_user_attr(RUN_ATTR, run.info.run_id)
+
+
+def _record_best_epoch(trial: optuna.Trial, epoch: int, metrics: dict[str, Any]) -> None:
+    """``best_epoch`` and the per-trait validation accuracies of that epoch, as trial user attributes."""
+    trial.set_user_attr(BEST_EPOCH_ATTR, int(epoch))
+    for key, value in metrics.items():
+        if key.startswith(TRAIT_ATTR_PREFIX):
+            trial.set_user_attr(key, float(value))
+
+
+def _history_row(result: Any, epoch: int | None) -> dict[str, Any] | None:
+    """The history row of ``epoch`` in a training result (None when it has no such row)."""
+    if epoch is None:
+        return None
+    return next((row for row in getattr(result, "history", None) or [] if int(row.get("epoch", -1)) == epoch),
+                None)

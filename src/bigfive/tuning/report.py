@@ -11,7 +11,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,15 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from bigfive.config import SearchParam
-from bigfive.tuning.study import FAIL_ATTR, PRUNE_ATTR, RUN_ATTR, WORKER_ATTR
+from bigfive.tuning.study import (
+    BEST_EPOCH_ATTR,
+    FAIL_ATTR,
+    INTERACTION_ATTR,
+    PRUNE_ATTR,
+    RUN_ATTR,
+    TRAIT_ATTR_PREFIX,
+    WORKER_ATTR,
+)
 from bigfive.utils.io import atomic_dir, atomic_path, write_text
 
 log = logging.getLogger(__name__)
@@ -40,13 +48,28 @@ class Report:
     best_value: float | None
     best_trial: int | None
     files: list[Path]
+    # the best trial's validation accuracy per trait at its best epoch, and when it read the interaction
+    best_traits: dict[str, float] = field(default_factory=dict)
+    best_epochs_to_interaction: int | None = None  # None: never reached, or not recorded (see the next field)
+    interaction_recorded: bool = False
+    interaction_trait: str | None = None
+
+
+def trait_keys(study: optuna.Study) -> list[str]:
+    """The ``val_acc_<trait>`` user attributes the trials recorded, in the order training reports them."""
+    keys: list[str] = []
+    for t in study.get_trials(deepcopy=False):
+        keys += [k for k in t.user_attrs if k.startswith(TRAIT_ATTR_PREFIX) and k not in keys]
+    return keys
 
 
 def trials_table(study: optuna.Study, space: Mapping[str, SearchParam] | None = None) -> pd.DataFrame:
-    """One row per trial: number, state, value, the searched params, timing, epochs, MLflow run, reasons."""
+    """One row per trial: number, state, value, the searched params, the best epoch's per-trait validation
+    accuracies and epochs_to_interaction, timing, epochs, MLflow run, reasons."""
     keys = list(space or {})
     for trial in study.get_trials(deepcopy=False):
         keys += [k for k in trial.params if k not in keys]
+    traits = trait_keys(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
         duration = (t.datetime_complete - t.datetime_start).total_seconds() \
@@ -56,6 +79,9 @@ def trials_table(study: optuna.Study, space: Mapping[str, SearchParam] | None = 
             "state": t.state.name,
             "value": t.value,
             **{k: t.params.get(k) for k in keys},
+            BEST_EPOCH_ATTR: t.user_attrs.get(BEST_EPOCH_ATTR),
+            **{k: t.user_attrs.get(k) for k in traits},
+            INTERACTION_ATTR: t.user_attrs.get(INTERACTION_ATTR),
             "epochs_reported": len(t.intermediate_values),
             "duration_s": round(duration, 2) if duration is not None else None,
             "datetime_start": t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
@@ -65,9 +91,13 @@ def trials_table(study: optuna.Study, space: Mapping[str, SearchParam] | None = 
             "fail_reason": t.user_attrs.get(FAIL_ATTR) or (
                 "no reason recorded (its worker stopped sending heartbeats)" if t.state == TrialState.FAIL else None),
         })
-    columns = ["number", "state", "value", *keys, "epochs_reported", "duration_s", "datetime_start",
-               "mlflow_run_id", "worker", "prune_reason", "fail_reason"]
-    return pd.DataFrame(rows, columns=columns)
+    columns = ["number", "state", "value", *keys, BEST_EPOCH_ATTR, *traits, INTERACTION_ATTR, "epochs_reported",
+               "duration_s", "datetime_start", "mlflow_run_id", "worker", "prune_reason", "fail_reason"]
+    table = pd.DataFrame(rows, columns=columns)
+    # integer columns with gaps (pruned trials have no epochs_to_interaction) stay integers, not 12.0
+    for col in (BEST_EPOCH_ATTR, INTERACTION_ATTR):
+        table[col] = table[col].astype("Int64")
+    return table
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -94,15 +124,34 @@ def best_params_text(study: optuna.Study, trial: FrozenTrial | None, path: str |
     header = (
         f"# Best trial of Optuna study {study.study_name!r}: trial {trial.number}, "
         f"{METRIC_LABEL} = {trial.value:.4f}\n"
+        f"{_traits_comment(trial)}"
         f"# ({n_done} finished trials; written {now}). Only the tuned keys; apply them with\n"
         f"#   bigfive tune --apply {path}   # merges into params.yaml; then dvc repro\n"
     )
     return header + yaml.safe_dump(best_params(trial), sort_keys=False, default_flow_style=False)
 
 
+def _traits_comment(trial: FrozenTrial) -> str:
+    """``# at epoch 37: openness 0.967, ...; epochs_to_interaction 29`` (empty when nothing was recorded)."""
+    traits = {k.removeprefix(TRAIT_ATTR_PREFIX): v for k, v in trial.user_attrs.items()
+              if k.startswith(TRAIT_ATTR_PREFIX)}
+    if not traits:
+        return ""
+    epoch = trial.user_attrs.get(BEST_EPOCH_ATTR)
+    text = f"# validation accuracy per trait{f' at epoch {epoch}' if epoch is not None else ''}: " + \
+        ", ".join(f"{k} {v:.3f}" for k, v in traits.items())
+    if INTERACTION_ATTR in trial.user_attrs:
+        value = trial.user_attrs[INTERACTION_ATTR]
+        text += f"; {INTERACTION_ATTR} {value if value is not None else 'never'}"
+    return text + "\n"
+
+
 def write_report(study: optuna.Study, results_dir: str | Path, space: Mapping[str, SearchParam] | None = None,
-                 figures: bool = True) -> Report:
-    """Write trials.csv, best_params.yaml and plots/ under ``results_dir``."""
+                 figures: bool = True, interaction_trait: str | None = None) -> Report:
+    """Write trials.csv, best_params.yaml and plots/ under ``results_dir``.
+
+    ``interaction_trait`` (``train.interaction_trait``) only picks the trait the summary line names.
+    """
     results_dir = Path(results_dir)
     table = trials_table(study, space)
     with atomic_path(results_dir / "trials.csv") as tmp:
@@ -113,9 +162,14 @@ def write_report(study: optuna.Study, results_dir: str | Path, space: Mapping[st
     if figures:
         files += write_figures(study, results_dir / "plots")
     states = table["state"].value_counts()
+    traits = {k.removeprefix(TRAIT_ATTR_PREFIX): float(v) for k, v in (best.user_attrs if best else {}).items()
+              if k.startswith(TRAIT_ATTR_PREFIX)}
     return Report(trials=len(table), complete=int(states.get("COMPLETE", 0)), pruned=int(states.get("PRUNED", 0)),
                   failed=int(states.get("FAIL", 0)), best_value=best.value if best else None,
-                  best_trial=best.number if best else None, files=files)
+                  best_trial=best.number if best else None, files=files, best_traits=traits,
+                  best_epochs_to_interaction=best.user_attrs.get(INTERACTION_ATTR) if best else None,
+                  interaction_recorded=best is not None and INTERACTION_ATTR in best.user_attrs,
+                  interaction_trait=interaction_trait)
 
 
 def write_figures(study: optuna.Study, plots_dir: Path) -> list[Path]:
@@ -226,5 +280,11 @@ def _message(name: str, reason: str) -> Any:
 def summary_line(report: Report) -> str:
     best = f"best trial {report.best_trial}: {report.best_value:.4f}" if report.best_value is not None \
         and not math.isnan(report.best_value) else "no completed trial"
+    trait = report.interaction_trait
+    if report.best_value is not None and trait and trait in report.best_traits:
+        reached = report.best_epochs_to_interaction
+        when = "" if not report.interaction_recorded else \
+            f", threshold reached at epoch {reached}" if reached is not None else ", threshold never reached"
+        best += f" ({trait} {report.best_traits[trait]:.3f}{when})"
     return (f"{report.trials} trials ({report.complete} complete, {report.pruned} pruned, {report.failed} failed); "
             f"{best}")

@@ -30,12 +30,19 @@ JOURNAL_PREFIX = "journal:///"
 JOURNAL_SUFFIXES = (".log", ".journal")
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
 
+# The objective: a trial's best validation mean accuracy; also the name of its per-epoch intermediate
+# values, and the study's metric name (optuna-dashboard labels its plots with it, not "Objective 0").
+METRIC = "val_mean_accuracy"
+
 # Trial user attributes (also columns of trials.csv).
 WORKER_ATTR = "worker"  # "host:pid:start_time" of the process that ran the trial
 FAIL_ATTR = "fail_reason"
 PRUNE_ATTR = "prune_reason"
 RUN_ATTR = "mlflow_run_id"
 FINGERPRINT_ATTR = "space_fingerprint"
+BEST_EPOCH_ATTR = "best_epoch"  # the epoch the value comes from (the one best.pt would keep)
+TRAIT_ATTR_PREFIX = "val_acc_"  # + trait: validation accuracy per trait at best_epoch
+INTERACTION_ATTR = "epochs_to_interaction"  # first epoch at train.interaction_threshold (null: never)
 
 
 def journal_path(url: str) -> Path | None:
@@ -89,27 +96,52 @@ def make_sampler(cfg: TuneConfig) -> optuna.samplers.BaseSampler:
                                           multivariate=True, group=True, constant_liar=True)
 
 
-def make_pruner(cfg: TuneConfig) -> optuna.pruners.BasePruner:
+def make_pruner(cfg: TuneConfig, epochs: int | None = None) -> optuna.pruners.BasePruner:
+    """The pruner ``tune.pruner`` names; ``epochs`` is a trial's full budget (default ``tune.epochs``).
+
+    Trials report one step per epoch (1-based), so the resources are epochs: the first comparison
+    comes after ``pruner_min_resource`` epochs, the next ones ``pruner_reduction_factor`` times later.
+    """
+    epochs = cfg.epochs if epochs is None else epochs
     if cfg.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner_startup_trials,
                                            n_warmup_steps=cfg.pruner_warmup_epochs)
-    if cfg.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.epochs, reduction_factor=3)
+    if cfg.pruner in ("hyperband", "successive_halving"):
+        if epochs is None:
+            raise ValueError("make_pruner needs the trial's epochs when tune.epochs is null (train.epochs)")
+        if cfg.pruner_min_resource > epochs:
+            raise ConfigError("tune.pruner_min_resource", f"must be <= the epochs of a trial ({epochs}), "
+                                                          f"got {cfg.pruner_min_resource}")
+        if cfg.pruner == "hyperband":
+            return optuna.pruners.HyperbandPruner(min_resource=cfg.pruner_min_resource, max_resource=epochs,
+                                                  reduction_factor=cfg.pruner_reduction_factor)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=cfg.pruner_min_resource,
+                                                      reduction_factor=cfg.pruner_reduction_factor,
+                                                      min_early_stopping_rate=0)
     return optuna.pruners.NopPruner()
 
 
-def open_study(cfg: TuneConfig, storage: BaseStorage, fingerprint: str) -> optuna.Study:
-    """Create the study or resume it by name; refuse to mix trials from a different space or epochs."""
+def open_study(cfg: TuneConfig, storage: BaseStorage, fingerprint: str, *, epochs: int | None = None
+               ) -> optuna.Study:
+    """Create the study or resume it by name; refuse to mix trials from a different space or epochs.
+
+    ``epochs`` is a trial's budget (``tune.epochs``, or ``train.epochs`` when that is null).
+    """
     study = optuna.create_study(storage=storage, study_name=cfg.study, direction="maximize",
-                                sampler=make_sampler(cfg), pruner=make_pruner(cfg), load_if_exists=True)
+                                sampler=make_sampler(cfg), pruner=make_pruner(cfg, epochs), load_if_exists=True)
     stored = study.user_attrs.get(FINGERPRINT_ATTR)
     if stored is None:
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
     elif stored != fingerprint:
         raise ConfigError("tune.study", f"study {cfg.study!r} in {redact(cfg.storage)} was created with a "
-                                        f"different tune.space or tune.epochs, so its trial "
+                                        f"different tune.space or tune.epochs (train.epochs when tune.epochs is "
+                                        f"null), so its trial "
                                         f"values are not comparable; choose a new tune.study name (or delete the "
                                         f"study) to search this space")
+    if study.metric_names != [METRIC]:  # written once; every worker would write the same
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC])
     return study
 
 

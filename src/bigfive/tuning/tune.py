@@ -59,18 +59,20 @@ def run(args: argparse.Namespace) -> int:
 
     import optuna
 
+    from bigfive.tuning.objective import trial_epochs
     from bigfive.tuning.report import summary_line, write_report
     from bigfive.tuning.space import fingerprint
     from bigfive.tuning.study import fail_stale_trials, open_storage, open_study, redact
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from our callback
+    epochs = trial_epochs(cfg, params)  # tune.epochs, or train.epochs when null
     storage = open_storage(cfg.storage, heartbeat_s=cfg.heartbeat_s)
-    study = open_study(cfg, storage, fingerprint(cfg.space, cfg.epochs))
+    study = open_study(cfg, storage, fingerprint(cfg.space, epochs), epochs=epochs)
     fail_stale_trials(study)
     results_dir = Path(args.results or cfg.results_dir)
     finished = sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
-    log.info("study %r in %s: %d trials stored (%d finished)", cfg.study, redact(cfg.storage),
-             len(study.trials), finished)
+    log.info("study %r in %s: %d trials stored (%d finished); up to %d epochs a trial, pruner %s", cfg.study,
+             redact(cfg.storage), len(study.trials), finished, epochs, _pruner_text(cfg))
 
     interrupted = False
     if not args.report_only:
@@ -93,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.no_report:
         return 130 if interrupted else 0
-    report = write_report(study, results_dir, cfg.space)
+    report = write_report(study, results_dir, cfg.space,
+                          interaction_trait=getattr(params.train, "interaction_trait", None))
     log.info("%s; wrote %s", summary_line(report), ", ".join(str(p) for p in report.files[:2]))
     if interrupted:
         raise KeyboardInterrupt
@@ -108,7 +111,7 @@ def _optimize(study, params: Params, cfg: TuneConfig, features_dir: Path, n: int
     import optuna
 
     from bigfive.training import fit
-    from bigfive.tuning.objective import Objective
+    from bigfive.tuning.objective import Objective, trial_epochs
     from bigfive.tuning.study import redact
     from bigfive.utils.progress import progress
 
@@ -142,7 +145,7 @@ def _optimize(study, params: Params, cfg: TuneConfig, features_dir: Path, n: int
         with mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.study}-worker-{socket.gethostname()}-{os.getpid()}",
                               tags=tags):
             mlflow.log_params({"tune.study": cfg.study, "tune.storage": redact(cfg.storage), "tune.worker_trials": n,
-                               "tune.epochs": cfg.epochs, "tune.pruner": cfg.pruner,
+                               "tune.epochs": trial_epochs(cfg, params), "tune.pruner": _pruner_text(cfg),
                                "tune.sampler_seed": cfg.sampler_seed,
                                "tune.space": json.dumps(to_dict(cfg.space), sort_keys=True)[:6000]})
             study.optimize(objective, **run)
@@ -153,6 +156,15 @@ def _optimize(study, params: Params, cfg: TuneConfig, features_dir: Path, n: int
                                | ({"best_val_mean_accuracy": max(done)} if done else {}))
     finally:
         bar.close()
+
+
+def _pruner_text(cfg: TuneConfig) -> str:
+    if cfg.pruner in ("hyperband", "successive_halving"):
+        return (f"{cfg.pruner} (min_resource {cfg.pruner_min_resource}, "
+                f"reduction_factor {cfg.pruner_reduction_factor})")
+    if cfg.pruner == "median":
+        return f"median (startup {cfg.pruner_startup_trials} trials, warm-up {cfg.pruner_warmup_epochs} epochs)"
+    return cfg.pruner
 
 
 def _init_lock(db: Path | None):
