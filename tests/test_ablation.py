@@ -47,13 +47,14 @@ def ablation_project(tiny_pipeline: Path, base: Path) -> Path:
     return project
 
 
-def reduced_ablation(params: dict, variants: list[str], seeds: list[int], *, bootstrap: int) -> dict:
-    """params.yaml's ablation section cut down to ``variants`` (default definitions) x ``seeds``, 1 epoch, tested
-    against cross_attention_bidirectional; the flow ablation's model is the reference, so it stays a variant."""
+def reduced_ablation(params: dict, variants: list[str], seeds: list[int], *, bootstrap: int,
+                     reference: str = "cross_attention_bidirectional", extra: dict | None = None) -> dict:
+    """params.yaml's ablation section cut down to ``variants`` (default definitions, plus ``extra`` ones) x
+    ``seeds``, 1 epoch, tested against ``reference``; the flow ablation's model is the reference."""
     defaults = to_dict(Params().ablation)
     section = {**defaults, **params.get("ablation", {})}
-    reference = "cross_attention_bidirectional"
-    return {**section, "epochs": 1, "seeds": seeds, "variants": {v: defaults["variants"][v] for v in variants},
+    chosen = {v: defaults["variants"][v] for v in variants} | (extra or {})
+    return {**section, "epochs": 1, "seeds": seeds, "variants": chosen,
             "reference": reference, "bootstrap": bootstrap, "test": "hierarchical",
             "flow": {**section["flow"], "variant": reference}}
 
@@ -468,8 +469,10 @@ def test_parallel_runs_then_dvc_commit_leave_only_compare(tiny_pipeline, tmp_pat
     project = tmp_path / "parallel_project"
     shutil.copytree(tiny_pipeline, project, symlinks=True)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    variants = ["concat", "cross_attention_bidirectional", "cross_attention_bidirectional_h4"]
-    params["ablation"] = reduced_ablation(params, variants, [0], bootstrap=100)
+    variants = ["concat", "cross_attention_static_to_dynamic", "cross_attention_h4"]
+    h4 = {**Params().ablation.variants["cross_attention_h1"], "model.heads": 4}  # = the default model: a duplicate
+    params["ablation"] = reduced_ablation(params, variants[:2], [0], bootstrap=100, reference=variants[1],
+                                          extra={variants[2]: h4})
     params["tracking"]["system_metrics"] = False
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run = subprocess.run(["bigfive", "ablate", "--all", "--jobs", "2"], cwd=project, env=clean_env(),
@@ -495,7 +498,7 @@ def test_parallel_runs_then_dvc_commit_leave_only_compare(tiny_pipeline, tmp_pat
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     exp = client.get_experiment_by_name(params["ablation"]["experiment"])
     tags = sorted(r.data.tags["variant"] for r in client.search_runs([exp.experiment_id]))
-    assert tags == ["concat", "cross_attention_bidirectional"]
+    assert tags == ["concat", "cross_attention_static_to_dynamic"]
 
 
 def test_ablate_all_rejects_a_single_run_flag(tmp_path):
