@@ -1,7 +1,8 @@
 """Hostile downloads: each small crafted input ends in seconds, in bounded memory, with a one-line error.
 
 The end-to-end cases run ``bigfive ingest`` in a subprocess (a crash would kill pytest otherwise)
-and read that process's own peak memory from ``os.wait4``; a generous timeout only stops a hang.
+and read that process's own peak memory from ``os.wait4`` (in a small launcher: see ``LAUNCHER``);
+a generous timeout only stops a hang.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,28 +54,43 @@ def _limit_child() -> None:  # pragma: no cover - runs in the child
     os.nice(19)
 
 
+# The command runs under this small launcher, which reports its child's peak memory. Why not wait4 on
+# the command directly: on Linux a child's ru_maxrss starts from its parent's resident size at fork
+# (the high-water mark survives exec), so a pytest process that has grown to 750 MB would be
+# charged to every command it starts. Forked from the launcher (~10 MB), the command's own peak shows.
+LAUNCHER = r"""
+import os, signal, subprocess, sys
+p = subprocess.Popen(sys.argv[2:])
+_, status, ru = os.wait4(p.pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(f"{ru.ru_maxrss} {ru.ru_utime + ru.ru_stime}")
+if os.WIFSIGNALED(status):
+    signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    os.kill(os.getpid(), os.WTERMSIG(status))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(args: list[str], *, timeout: float = HANG_S, cwd: Path | None = None) -> Run:
-    """Run ``args``; return its exit status, output and peak resident memory (``wait4`` of that child)."""
+    """Run ``args``; return its exit status, output and peak resident memory (``wait4`` in a small launcher)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
            "PYTHONFAULTHANDLER": ""}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(args, stdout=out, stderr=err, cwd=cwd, env=env, preexec_fn=_limit_child)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                proc.returncode = -signal.SIGKILL
-                raise AssertionError(f"{' '.join(map(str, args))}: still running after {timeout} s (hang?)")
-            time.sleep(0.02)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.TemporaryDirectory() as tmp:
+        usage_file = Path(tmp) / "usage"
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(usage_file), *map(str, args)], stdout=out,
+                                stderr=err, cwd=cwd, env=env, preexec_fn=_limit_child, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError(f"{' '.join(map(str, args))}: still running after {timeout} s (hang?)") from None
         out.seek(0)
         err.seek(0)
+        maxrss_kb, cpu_s = (float(v) for v in usage_file.read_text().split())
         return Run(proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
-                   usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime)
+                   maxrss_kb / 1024, cpu_s)
 
 
 def cli(*args: str, cwd: Path | None = None) -> Run:

@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict] = []
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as models:  # checkpoints are not the point here
-        fit(params, data=data, output_dir=models, register=False, callbacks=[ProbeCallback(data, events, rows, args.stop_after)])
+        fit(params, data=data, output_dir=models, register=False,
+            callbacks=[ProbeCallback(data, events, rows, args.stop_after)])
     import pandas as pd
 
     pd.DataFrame(rows).to_csv(args.out / "probes.csv", index=False, float_format="%.4f")
