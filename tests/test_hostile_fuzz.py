@@ -9,7 +9,6 @@ same inputs on every run, a few seconds of CPU. For a longer local hunt:
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import random
@@ -19,7 +18,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from test_hostile_inputs import PEAK_MB, annotation, run_measured
+from test_hostile_inputs import PEAK_MB, annotation, run_measured, zip_bytes
 from test_pickle_safety import py2_pickle
 
 SEED = int(os.environ.get("BIGFIVE_FUZZ_SEED", "20240601"))
@@ -71,14 +70,6 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
     return bytes(out)
 
 
-def zip_of(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def mutate_zip_fields(rng: random.Random, data: bytes) -> bytes:
     """Boundary values in the sizes, counts, lengths and offsets of zip headers."""
     out = bytearray(data)
@@ -122,7 +113,7 @@ def fuzz_main(seed: int, cases: int, workdir: str) -> int:
     csv = ("VideoName;YouTubeID;Ethnicity;Gender\n"
            + "".join(f"{v}.mp4;{v.rsplit('.', 1)[0]};{1 + k % 3};{1 + k % 2}\n" for k, v in enumerate(IDS))).encode()
     clips = {f"{v}.mp4": rng.randbytes(300) for v in IDS}
-    nested = zip_of(dict(list(clips.items())[:2]), zipfile.ZIP_STORED)
+    nested = zip_bytes(dict(list(clips.items())[:2]), zipfile.ZIP_STORED)
     val = pickle.dumps(annotation([]), protocol=2)
     work = Path(workdir)
     for j in range(max(cases // 3, 1)):
@@ -134,8 +125,9 @@ def fuzz_main(seed: int, cases: int, workdir: str) -> int:
             demo = mutate(rng, demo)
         elif kind == 3:
             inner = mutate_zip_fields(rng, inner) if rng.random() < 0.5 else mutate(rng, inner)
-        outer = zip_of({"annotation_training.pkl": train, "eth_gender_annotations_dev.csv": demo,
-                        "training80_01.zip": inner, IDS[2] + ".mp4": clips[IDS[2] + ".mp4"]})
+        outer = zip_bytes({"annotation_training.pkl": train, "eth_gender_annotations_dev.csv": demo,
+                           "training80_01.zip": inner, IDS[2] + ".mp4": clips[IDS[2] + ".mp4"]},
+                          zipfile.ZIP_DEFLATED)
         if kind == 0:
             outer = mutate_zip_fields(rng, outer) if rng.random() < 0.5 else mutate(rng, outer)
         root = work / f"dl{j}"
