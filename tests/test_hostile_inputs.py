@@ -64,9 +64,11 @@ p = subprocess.Popen(sys.argv[2:])
 _, status, ru = os.wait4(p.pid, 0)
 with open(sys.argv[1], "w") as f:
     f.write(f"{ru.ru_maxrss} {ru.ru_utime + ru.ru_stime}")
-if os.WIFSIGNALED(status):
-    signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
-    os.kill(os.getpid(), os.WTERMSIG(status))
+if os.WIFSIGNALED(status):  # die of the same signal (SIGKILL and SIGSTOP cannot have handlers)
+    sig = os.WTERMSIG(status)
+    if sig not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
