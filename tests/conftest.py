@@ -183,3 +183,26 @@ def _wait_until_up(proc: subprocess.Popen, port: int, url: str, log: Path, start
                 pass
         time.sleep(0.5)
     raise AssertionError(f"{proc.args[0]} did not come up within {startup_s:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+# ------------------------------------------------------------------------------------------- browser
+CHROMIUM = os.environ.get("BIGFIVE_CHROMIUM", "/usr/bin/chromium")  # Debian's package; `.ci/run` installs it
+# The flags keep a headless Chromium on this closed network quiet: no sandbox (tests run as root), no
+# update checks or background connections (they fail, many at a time, and slow every page down).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Debian Chromium driven by Playwright (nothing downloads a browser); closed at the end."""
+    if not Path(CHROMIUM).is_file():
+        raise AssertionError(f"{CHROMIUM} not found: install Debian's `chromium` package (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
