@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, clean_env, dvc
+from conftest import HANG_S, ROOT, clean_env, dvc
 
 from bigfive import TRAITS
 from bigfive.ablation import compare as C
@@ -405,7 +405,7 @@ def test_ablate_cli_rejects_unknown_variant(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(to_dict(Params())))
     result = subprocess.run(["bigfive", "ablate", "--params", str(params), "--variant", "nope", "--seed", "0"],
-                            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
+                            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=HANG_S)
     assert result.returncode == 1
     assert "nope" in result.stderr and "ablation.variants" in result.stderr
 
@@ -476,7 +476,7 @@ def test_parallel_runs_then_dvc_commit_leave_only_compare(tiny_pipeline, tmp_pat
     params["tracking"]["system_metrics"] = False
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run = subprocess.run(["bigfive", "ablate", "--all", "--jobs", "2"], cwd=project, env=clean_env(),
-                         capture_output=True, text=True, timeout=900)
+                         capture_output=True, text=True, timeout=HANG_S)
     assert run.returncode == 0, run.stderr[-3000:]
     runs = project / "results" / "ablation" / "runs"
     for v in variants:
@@ -484,7 +484,7 @@ def test_parallel_runs_then_dvc_commit_leave_only_compare(tiny_pipeline, tmp_pat
     assert json.loads((runs / variants[2] / "seed0" / "metrics.json").read_text())["same_as"] == variants[1]
     # a second call finds nothing left to do
     again = subprocess.run(["bigfive", "ablate", "--all", "--jobs", "2"], cwd=project, env=clean_env(),
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=HANG_S)
     assert again.returncode == 0 and "0 of 3 ablation runs to do" in again.stderr, again.stderr[-2000:]
     dvc(project, "commit", "-f", "pipelines/ablation/dvc.yaml:ablate")
     out = dvc(project, "repro", "pipelines/ablation/dvc.yaml").stdout
@@ -505,7 +505,7 @@ def test_ablate_all_rejects_a_single_run_flag(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(to_dict(Params())))
     result = subprocess.run(["bigfive", "ablate", "--params", str(params), "--all", "--seed", "0"],
-                            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
+                            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=HANG_S)
     assert result.returncode == 1 and "--all" in result.stderr
 
 
@@ -514,7 +514,7 @@ def test_both_ablation_pipelines_parse_with_the_project_params(tmp_path):
     for name in ("dvc.yaml", ".dvcignore", "params.yaml"):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "pipelines", tmp_path / "pipelines")
-    run = dict(cwd=tmp_path, env=clean_env(), check=True, capture_output=True, text=True, timeout=120)
+    run = dict(cwd=tmp_path, env=clean_env(), check=True, capture_output=True, text=True, timeout=HANG_S)
     subprocess.run(["git", "init", "-q"], **run)
     subprocess.run(["dvc", "init", "-q"], **run)
     params = load_params(tmp_path / "params.yaml").ablation
