@@ -366,3 +366,42 @@ def test_geglu_feed_forward_keeps_the_size_and_multiplies():
     y1 = gated.down.weight.pinverse() @ (gated(100 * x) - gated.down.bias).T
     y2 = gated.down.weight.pinverse() @ (gated(200 * x) - gated.down.bias).T
     assert torch.allclose(y2.abs().sum(), 4 * y1.abs().sum(), rtol=0.05)
+
+
+def test_r2plus1d_gives_a_distinct_token_per_sampled_step():
+    from bigfive.models.dynamic import DynamicStream
+
+    torch.manual_seed(0)
+    stream = DynamicStream("r2plus1d_18", C, 8, 8, 16).eval()
+    g = torch.Generator().manual_seed(1)
+    flow = torch.randint(0, 256, (1, 8, C, S, S), dtype=torch.uint8, generator=g)  # different at every step
+    with torch.no_grad():
+        tokens = stream(flow)
+    assert tokens.shape == (1, 8, 16)
+    # torchvision's temporal strides left one token at T = 8, interpolated into eight equal ones
+    steps = (tokens[0, 1:] - tokens[0, :-1]).abs().amax(dim=-1)
+    assert bool((steps > 1e-3).all()), steps
+
+
+def test_weights_file_is_checked_by_sha256_before_loading(tmp_path):
+    import hashlib
+
+    from torchvision.models import resnet18
+
+    torch.manual_seed(7)
+    state = resnet18(weights=None).state_dict()
+    path = tmp_path / "resnet18.pt"
+    torch.save(state, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    net = build_model(tiny(static_backbone="resnet18", static_weights=str(path), static_weights_sha256=digest.upper()),
+                      T, C)
+    torch.testing.assert_close(net.static.backbone.net.conv1.weight, state["conv1.weight"])
+
+    wrong = "0" * 64
+    with pytest.raises(ConfigError, match=f"resnet18.pt: SHA-256 is {digest}, expected {wrong}") as err:
+        build_model(tiny(static_backbone="resnet18", static_weights=str(path), static_weights_sha256=wrong), T, C)
+    assert err.value.key == "model.static_weights_sha256"
+
+    with pytest.raises(ConfigError, match="64 hex digits") as err:
+        tiny(static_backbone="resnet18", static_weights=str(path), static_weights_sha256="abc").validate("model")
+    assert err.value.key == "model.static_weights_sha256"

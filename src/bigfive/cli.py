@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("bigfive.ablation.compare", "summarise ablation runs: table, figure, significance tests"),
     "predict": ("bigfive.inference.predict", "predict the Big Five traits of raw videos"),
     "export": ("bigfive.inference.export", "export the trained model (ONNX)"),
+    "app": ("bigfive.app.main", "a local web page to try the model on a clip (127.0.0.1)"),
 }
 
 

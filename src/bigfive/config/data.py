@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from bigfive.config.base import check, fraction, positive
@@ -43,6 +43,10 @@ class SampleConfig:
     segments: int = 8
     # Where `bigfive raw` writes the generated download-layout archives before ingesting them.
     downloads_dir: str = "data/sample_downloads"
+    # mp4v: OpenCV's MPEG-4 Part 2 (fast to write); h264: libx264 via imageio-ffmpeg, ChaLearn's codec.
+    codec: Literal["mp4v", "h264"] = "mp4v"
+    # [width, height] of a few clips that differ from width x height (one clip each), e.g. a portrait one.
+    other_sizes: list[list[int]] = field(default_factory=list)
 
     def validate(self, path: str) -> None:
         for name in ("n_train", "n_val", "n_test"):
@@ -53,6 +57,14 @@ class SampleConfig:
         fraction(self.label_noise, f"{path}.label_noise")
         # 3 nods plus 3 flashes that may all miss the nods need 6 distinct segments.
         check(self.segments >= 6, f"{path}.segments", f"must be >= 6, got {self.segments}")
+        for i, size in enumerate(self.other_sizes):
+            check(len(size) == 2 and min(size) >= 64, f"{path}.other_sizes[{i}]",
+                  f"must be [width, height], both >= 64 px, got {size}")
+            check(size[0] % 2 == 0 and size[1] % 2 == 0, f"{path}.other_sizes[{i}]",
+                  f"width and height must be even (H.264 4:2:0), got {size}")
+        if self.codec == "h264":
+            check(self.width % 2 == 0 and self.height % 2 == 0, f"{path}.width",
+                  f"h264 needs an even width and height, got {self.width}x{self.height}")
         frames = round(self.seconds * self.fps)
         check(frames >= self.segments, f"{path}.seconds",
               f"seconds * fps = {frames} frames, fewer than segments = {self.segments}")

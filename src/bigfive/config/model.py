@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,6 +17,8 @@ Direction = Literal["static_to_dynamic", "dynamic_to_static", "bidirectional"]
 class ModelConfig:
     static_backbone: Literal["compact", "resnet18", "inception_resnet_v1"] = "compact"
     static_weights: str | None = None  # local file with pretrained weights (never downloaded)
+    # SHA-256 (64 hex digits) the weights file must have; checked when the file is loaded (docs/real_data.md)
+    static_weights_sha256: str | None = None
     freeze_until: str | None = None  # freeze the static backbone up to and including this stage
     static_width: int = 32  # channel width of the compact CNN
     dynamic_backbone: Literal["c3d", "r2plus1d_18"] = "c3d"
@@ -49,5 +52,9 @@ class ModelConfig:
         positive(self.head_hidden, f"{path}.head_hidden")
         check(0.0 <= self.dropout < 1.0, f"{path}.dropout", f"must be in [0, 1), got {self.dropout}")
         check(self.outputs in (5, 6), f"{path}.outputs", f"must be 5 or 6, got {self.outputs}")
+        if self.static_weights_sha256 is not None:
+            check(re.fullmatch(r"[0-9a-fA-F]{64}", self.static_weights_sha256) is not None,
+                  f"{path}.static_weights_sha256",
+                  f"must be 64 hex digits (what `sha256sum FILE` prints), got {self.static_weights_sha256!r}")
         if self.static_backbone == "compact":
             check(self.static_weights is None, f"{path}.static_weights", "the compact CNN has no pretrained weights")

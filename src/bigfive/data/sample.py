@@ -13,6 +13,10 @@ chosen so that each model family can learn exactly what it should (docs/sample.m
 
 Events are placed on the centre frames of ``segments`` equal segments (segment-based sampling)
 and last a few frames, so the sampler sees them even one frame off.
+
+``--preset chalearn`` (:data:`PRESETS`) gives the clips ChaLearn's geometry -- 15 s at 30 fps,
+1280x720 H.264, a few clips of other sizes and a portrait one -- with the same label model, for
+the real-size rehearsal (pipelines/rehearsal, docs/real_data.md).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import pickle
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -78,6 +82,16 @@ FLASH_PROFILE = {-2: 0.5, -1: 1.0, 0: 1.0, 1: 1.0, 2: 1.0, 3: 0.5}
 EVENTS = 3                       # nods and flashes per clip
 FACE_HEIGHT = (50.0, 70.0)       # px, face-box height range (nuisance: crops normalise it)
 
+# Named sets of `sample` values. chalearn: ChaLearn First Impressions V2's geometry (15 s, 30 fps, mostly
+# 1280x720 H.264 from YouTube; some clips of other sizes, a few portrait); segments = the real data's T.
+PRESETS: dict[str, dict[str, Any]] = {
+    "chalearn": {"seconds": 15.0, "fps": 30, "width": 1280, "height": 720, "codec": "h264", "segments": 16,
+                 "other_sizes": [[640, 360], [854, 480], [720, 1280]]},
+}
+# x264 as YouTube-like H.264 (GOP 250, B-frames); veryfast keeps generation short. One thread: x264's
+# output depends on its thread count, and the sample must not depend on the machine.
+X264_ARGS = ["-preset", "veryfast", "-crf", "23", "-threads", "1"]
+
 
 @dataclass(frozen=True)
 class ClipSpec:
@@ -100,6 +114,7 @@ class ClipSpec:
     flash_slots: tuple[int, ...]
     sway_phase: float
     noise: tuple[float, ...]   # label noise per ALL_LABELS entry
+    size: tuple[int, int] | None = None  # (width, height) when not the config's (sample.other_sizes)
 
     @property
     def matches(self) -> int:
@@ -108,6 +123,18 @@ class ClipSpec:
 
 def n_frames(cfg: SampleConfig) -> int:
     return int(round(cfg.seconds * cfg.fps))
+
+
+def clip_size(spec: ClipSpec, cfg: SampleConfig) -> tuple[int, int]:
+    """(width, height) of one clip's frames."""
+    return spec.size or (cfg.width, cfg.height)
+
+
+def other_size_slots(total: int, sizes: Sequence[Sequence[int]]) -> dict[int, tuple[int, int]]:
+    """Clip position -> its size, for ``sample.other_sizes``: evenly spread, one clip per size, no random
+    draw (so the rest of the plan is the same with or without them)."""
+    return {min(total - 1, int((k + 0.5) * total / len(sizes))): (int(w), int(h))
+            for k, (w, h) in enumerate(sizes)}
 
 
 def segment_centers(n: int, segments: int) -> list[int]:
@@ -160,26 +187,31 @@ def plan_clips(cfg: SampleConfig) -> list[ClipSpec]:
     order = rng.permutation(len(clips))
     splits = [name for name in SPLITS for _ in range(counts[name])]
 
+    odd = other_size_slots(total, cfg.other_sizes) if cfg.other_sizes else {}
     specs = []
-    for split, idx in zip(splits, order):
+    for pos, (split, idx) in enumerate(zip(splits, order)):
         subject, nnn = clips[idx]
+        width, height = odd.get(pos, (cfg.width, cfg.height))
         nods = tuple(sorted(int(v) for v in rng.choice(cfg.segments, size=EVENTS, replace=False)))
         matches = int(rng.integers(0, EVENTS + 1))  # uniform over 0..3 coincidences
         others = [k for k in range(cfg.segments) if k not in nods]
         flashes = (list(rng.choice(nods, size=matches, replace=False))
                    + list(rng.choice(others, size=EVENTS - matches, replace=False)))
         face_height = subject["face_height"] * float(rng.uniform(0.95, 1.05))
-        cx = cfg.width / 2 + subject["center"][0] * cfg.width / 160
-        cy = cfg.height / 2 + subject["center"][1] * cfg.height / 120
+        cx = width / 2 + subject["center"][0] * width / 160
+        cy = height / 2 + subject["center"][1] * height / 120
+        # The face scales with the frame's shorter side: the height for landscape (the default sample), the
+        # width for a portrait clip, so a face fits either way.
         specs.append(ClipSpec(
             video_id=f"{subject['youtube_id']}.{nnn:03d}", youtube_id=subject["youtube_id"], split=split,
-            source=subject["source"], flip=subject["flip"], face_height=face_height * cfg.height / 120,
+            source=subject["source"], flip=subject["flip"], face_height=face_height * min(width, height) / 120,
             center=(cx, cy), background_seed=subject["background_seed"],
             openness=float(rng.random()), conscientiousness=float(rng.random()),
             extraversion=float(rng.random()), neuroticism=float(rng.random()),
             nod_slots=nods, flash_slots=tuple(sorted(int(v) for v in flashes)),
             sway_phase=float(rng.random()),
             noise=tuple(float(v) for v in rng.normal(0.0, cfg.label_noise, size=len(ALL_LABELS))),
+            size=(width, height) if pos in odd else None,
         ))
     return specs
 
@@ -281,9 +313,19 @@ def face_track(spec: ClipSpec, cfg: SampleConfig) -> tuple[np.ndarray, np.ndarra
 
 def render_frames(spec: ClipSpec, cfg: SampleConfig) -> np.ndarray:
     """The clip as (n, H, W, 3) uint8 RGB frames."""
+    width, height = clip_size(spec, cfg)
+    frames = np.empty((n_frames(cfg), height, width, 3), dtype=np.uint8)
+    for i, frame in enumerate(iter_frames(spec, cfg)):
+        frames[i] = frame
+    return frames
+
+
+def iter_frames(spec: ClipSpec, cfg: SampleConfig) -> Iterator[np.ndarray]:
+    """The clip's (H, W, 3) uint8 RGB frames one by one (a real-size clip is ~1.2 GB as one array)."""
     n = n_frames(cfg)
+    width, height = clip_size(spec, cfg)
     sprite, rgba = _sprite(spec.source, spec.flip, round(spec.face_height, 3))
-    bg = _background(spec.background_seed, cfg.width, cfg.height)
+    bg = _background(spec.background_seed, width, height)
     centers = segment_centers(n, cfg.segments)
     flash = _profile(n, [centers[k] for k in spec.flash_slots], FLASH_PROFILE)
     xs, ys = face_track(spec, cfg)
@@ -292,8 +334,7 @@ def render_frames(spec: ClipSpec, cfg: SampleConfig) -> np.ndarray:
     green = TINT * (2 * spec.conscientiousness - 1)
     tint = np.array([warm - green / 2, green, -warm - green / 2], dtype=np.float32)
 
-    frames = np.empty((n, cfg.height, cfg.width, 3), dtype=np.uint8)
-    size = (cfg.width, cfg.height)
+    size = (width, height)
     for i in range(n):
         m = np.array([[1, 0, xs[i] - sprite.face_center[0]], [0, 1, ys[i] - sprite.face_center[1]]])
         moved = cv2.warpAffine(rgba, m, size, flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0, 0))
@@ -303,21 +344,44 @@ def render_frames(spec: ClipSpec, cfg: SampleConfig) -> np.ndarray:
             img += gain * (255.0 - img)
         img += tint
         np.clip(img, 0, 255, out=img)
-        frames[i] = np.rint(img)
-    return frames
+        yield np.rint(img).astype(np.uint8)
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
-    """Write RGB frames with OpenCV's MPEG-4 Part 2 encoder ('mp4v') and check they read back."""
-    n, h, w, _ = frames.shape
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
+def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: int, size: tuple[int, int]) -> None:
+    """Write RGB frames of ``size`` (w, h) with OpenCV's MPEG-4 Part 2 encoder ('mp4v'); check they read back."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
     if not writer.isOpened():
         raise OSError(f"{path}: OpenCV cannot open an 'mp4v' VideoWriter (no MPEG-4 encoder in this build?)")
+    n = 0
     try:
         for frame in frames:
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            n += 1
     finally:
         writer.release()
+    _check_frames(path, n)
+
+
+def write_h264(path: Path, frames: Iterable[np.ndarray], fps: int, size: tuple[int, int]) -> None:
+    """Write RGB frames as H.264 (libx264 in imageio-ffmpeg's bundled ffmpeg: OpenCV's wheel has no H.264
+    encoder), streamed through a pipe; check they read back."""
+    import imageio_ffmpeg
+
+    writer = imageio_ffmpeg.write_frames(str(path), size, fps=fps, codec="libx264", pix_fmt_in="rgb24",
+                                         pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
+                                         ffmpeg_log_level="error", output_params=X264_ARGS)
+    writer.send(None)  # start ffmpeg
+    n = 0
+    try:
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+            n += 1
+    finally:
+        writer.close()
+    _check_frames(path, n)
+
+
+def _check_frames(path: Path, n: int) -> None:
     cap = cv2.VideoCapture(str(path))
     read = 0
     while cap.grab():
@@ -330,8 +394,9 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
 def _render_clip(args: tuple[ClipSpec, SampleConfig, str]) -> tuple[str, bytes]:
     spec, cfg, tmp_dir = args
     path = Path(tmp_dir) / f"{spec.video_id}.mp4"
+    write = write_h264 if cfg.codec == "h264" else write_mp4
     try:
-        write_mp4(path, render_frames(spec, cfg), cfg.fps)
+        write(path, iter_frames(spec, cfg), cfg.fps, clip_size(spec, cfg))
         return spec.video_id, path.read_bytes()
     except Exception as err:
         raise RuntimeError(f"sample clip {spec.video_id}.mp4 ({spec.split}): {err}") from err
@@ -496,6 +561,16 @@ def label_model() -> dict[str, Any]:
     }
 
 
+# Keys added after generator version 1, recorded only when they differ from their defaults: the default
+# sample's metadata (copied into data/raw by ingest) stays byte for byte what it was.
+LATER_KEYS = {"codec": "mp4v", "other_sizes": []}
+
+
+def _config_record(cfg: SampleConfig) -> dict[str, Any]:
+    record = dataclasses.asdict(cfg)
+    return {k: v for k, v in record.items() if k not in LATER_KEYS or v != LATER_KEYS[k]}
+
+
 def build_metadata(cfg: SampleConfig, specs: Sequence[ClipSpec], archives: dict[str, list[str]]) -> dict[str, Any]:
     floor = noise_floor(specs, cfg.label_noise)
     by_split = {sp: [s for s in specs if s.split == sp] for sp in SPLITS}
@@ -514,7 +589,7 @@ def build_metadata(cfg: SampleConfig, specs: Sequence[ClipSpec], archives: dict[
     return {
         "generator": "bigfive.data.sample",
         "generator_version": GENERATOR_VERSION,
-        "config": dataclasses.asdict(cfg),
+        "config": _config_record(cfg),
         "frames_per_clip": n,
         "segment_centers": segment_centers(n, cfg.segments),
         "face_sources": list(load_face_sources_meta()),
@@ -623,18 +698,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-val", type=int, default=None, help="validation clips (default: params sample.n_val)")
     parser.add_argument("--n-test", type=int, default=None, help="test clips (default: params sample.n_test)")
     parser.add_argument("--seed", type=int, default=None, help="generator seed (default: params sample.seed)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="a named set of sample values over the params' (chalearn: 15 s, 30 fps, 1280x720 "
+                             "H.264, a few other sizes and a portrait clip)")
     parser.add_argument("--workers", type=int, default=1, help="render processes; 0 = all cores (default: 1)")
     parser.add_argument("--password-env", default=None, metavar="VAR",
                         help="encrypt val/test archives with the password in environment variable VAR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def sample_config(base: SampleConfig, preset: str | None = None, **overrides: Any) -> SampleConfig:
+    """``base`` with a preset's values, then ``overrides`` (None values ignored) on top; validated."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"--preset {preset}: unknown preset (known: {', '.join(sorted(PRESETS))})")
+    values = {**(PRESETS[preset] if preset else {}), **{k: v for k, v in overrides.items() if v is not None}}
+    cfg = dataclasses.replace(base, **values)
+    cfg.validate("sample")
+    return cfg
+
+
 def run(args: argparse.Namespace) -> int:
     params = load_params(args.params)
-    overrides = {k: v for k, v in {"n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
-                                   "seed": args.seed}.items() if v is not None}
-    cfg = dataclasses.replace(params.sample, **overrides)
-    cfg.validate("sample")
+    cfg = sample_config(params.sample, args.preset, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
+                        seed=args.seed)
     password = None
     if args.password_env:
         password = os.environ.get(args.password_env)

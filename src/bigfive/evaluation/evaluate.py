@@ -374,24 +374,31 @@ def mlflow_metrics(results: dict[str, EvalResult], noise_floor: float | None) ->
     return {k: float(v) for k, v in out.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
-def log_to_mlflow(uri: str, run_id: str, metrics: dict[str, float], artifacts: Sequence[Path],
-                  plots_dir: Path) -> bool:
-    """Add the evaluation to the training run; warn and skip when that run cannot be found."""
+def find_run(uri: str, run_id: str) -> Any | None:
+    """The training run (an ``mlflow.entities.Run``), or None with a warning when it cannot be found."""
     from bigfive.training.tracking import sqlite_file
 
     db = sqlite_file(uri)
-    if db is not None and not db.is_file():
+    if db is not None and not db.is_file():  # connecting would create an empty store as a side effect
         log.warning("MLflow store %s does not exist: evaluation not logged to run %s", uri, run_id)
-        return False
-    import mlflow
+        return None
     from mlflow.tracking import MlflowClient
 
     try:
-        MlflowClient(uri).get_run(run_id)
+        return MlflowClient(uri).get_run(run_id)
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         log.warning("MLflow run %s not found in %s (%s): evaluation not logged", run_id, uri, first)
+        return None
+
+
+def log_to_mlflow(uri: str, run_id: str, metrics: dict[str, float], artifacts: Sequence[Path],
+                  plots_dir: Path) -> bool:
+    """Add the evaluation to the training run; warn and skip when that run cannot be found."""
+    if find_run(uri, run_id) is None:
         return False
+    import mlflow
+
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id, log_system_metrics=False):
         mlflow.log_metrics(metrics)
@@ -469,8 +476,22 @@ def run(args: argparse.Namespace) -> int:
                              loss=getattr(params.train, "loss", "l1"))
     log.info("metrics: %s; figures: %s", results_dir / "metrics.json", plots_dir)
 
+    _record(args, params, results, checkpoint=checkpoint, ckpt=ckpt, results_dir=results_dir, plots_dir=plots_dir,
+            noise_floor=noise_floor, meta=meta)
+    if failed:
+        log.error("figures that failed: %s", ", ".join(failed))
+        return 1
+    return 0
+
+
+def _record(args: argparse.Namespace, params: Any, results: dict[str, EvalResult], *, checkpoint: Path,
+            ckpt: dict[str, Any], results_dir: Path, plots_dir: Path, noise_floor: float | None,
+            meta: dict[str, Any] | None) -> None:
+    """The model card, then (tracking on) the metrics, figures and card in the training run and the card as
+    the registered version's description."""
     run_info = _read_run_info(checkpoint.parent / "run.json")
     run_id = run_info.get("run_id") or ckpt.get("run_id") or None  # run.json, else the checkpoint's record
+    run = uri = None
     if args.no_tracking or not params.tracking.enabled:
         log.info("MLflow logging off")
     elif not isinstance(run_id, str):
@@ -479,13 +500,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         from bigfive.training.tracking import resolve_tracking_uri
 
-        artifacts = [results_dir / "metrics.json", *(results_dir / f"predictions_{s}.csv" for s in results)]
         uri = run_info.get("tracking_uri") or resolve_tracking_uri(params.tracking)  # where the trainer logged the run
-        log_to_mlflow(uri, run_id, mlflow_metrics(results, noise_floor), artifacts, plots_dir)
-    if failed:
-        log.error("figures that failed: %s", ", ".join(failed))
-        return 1
-    return 0
+        run = find_run(uri, run_id)
+    card = _write_card(results_dir, params, results, noise_floor=noise_floor, meta=meta, checkpoint=checkpoint,
+                       run_info={**run_info, "run_id": run_id if isinstance(run_id, str) else None},
+                       tags=dict(run.data.tags) if run else {})
+    if run is None or uri is None:
+        return
+    artifacts = [results_dir / "metrics.json", results_dir / CARD_FILE,
+                 *(results_dir / f"predictions_{s}.csv" for s in results)]
+    if log_to_mlflow(uri, run_id, mlflow_metrics(results, noise_floor), artifacts, plots_dir):
+        _publish_card(uri, run_id, run_info, card)
 
 
 def _read_history(path: Path) -> list[dict[str, Any]] | None:
@@ -514,4 +539,28 @@ def _read_run_info(path: Path) -> dict[str, Any]:
     if not isinstance(info, dict):
         log.warning("%s: expected an object", path)
         return {}
-    return {k: v for k, v in info.items() if k in ("run_id", "tracking_uri") and isinstance(v, str) and v}
+    keys = ("run_id", "tracking_uri", "registered_model", "model_version")
+    return {k: v for k, v in info.items() if k in keys and isinstance(v, str) and v}
+
+
+CARD_FILE = "model_card.md"
+
+
+def _write_card(results_dir: Path, params: Any, results: dict[str, EvalResult], **facts: Any) -> str:
+    """results/model_card.md from the measured values; returns its text."""
+    from bigfive.evaluation import model_card
+    from bigfive.utils.io import write_text
+
+    card = model_card.render(model_card.card_facts(params, results, **facts))
+    write_text(results_dir / CARD_FILE, card)
+    log.info("model card: %s", results_dir / CARD_FILE)
+    return card
+
+
+def _publish_card(uri: str, run_id: str, run_info: dict[str, Any], card: str) -> None:
+    """The card as the registered version's description: what the MLflow registry page shows."""
+    from mlflow.tracking import MlflowClient
+
+    from bigfive.evaluation import model_card
+
+    model_card.publish(MlflowClient(uri), run_id, run_info, card, f"evaluation/{CARD_FILE}")

@@ -271,7 +271,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _params(path: str) -> Any:
+def params_or_defaults(path: str) -> Any:
     from bigfive.config import Params, load_params
 
     # predict needs params only for the default model URI and tracking store; outside the repository
@@ -292,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 0:
         print(f"bigfive predict: --workers must be >= 0, got {args.workers}", file=sys.stderr)
         return 2
-    params = _params(args.params)
+    params = params_or_defaults(args.params)
     model = args.model or default_model_uri(params)
     log.info("model %s (tracking %s)", model, resolve_tracking_uri(params.tracking))
 

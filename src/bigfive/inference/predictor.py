@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,11 +121,16 @@ class Predictor:
                 for name, layers in att.items() if layers}
         return traits[0].float().cpu().numpy(), maps
 
-    def predict(self, path: str | Path, *, explain_to: str | Path | None = None) -> ClipPrediction:
-        """Predict one clip; failures come back as ``status='error'`` (never raised)."""
+    def predict(self, path: str | Path, *, explain_to: str | Path | None = None,
+                stage: Callable[[str], None] | None = None) -> ClipPrediction:
+        """Predict one clip; failures come back as ``status='error'`` (never raised).
+
+        ``stage`` is called with ``faces``, ``flow``, ``model`` and ``figure`` as each step starts (the
+        web page's progress); it does not change what is computed.
+        """
         pred = ClipPrediction(clip=str(path))
         try:
-            self._predict(Path(path), pred, explain_to)
+            self._predict(Path(path), pred, explain_to, stage or _no_stage)
         except VideoError as err:
             pred.status, pred.error = "error", err.reason
         except Exception as err:  # a decoder or detector crash on one file must not stop a batch
@@ -132,11 +138,13 @@ class Predictor:
             pred.status, pred.error = "error", f"{type(err).__name__}: {first}".rstrip(": ")
         return pred
 
-    def _predict(self, path: Path, pred: ClipPrediction, explain_to: str | Path | None) -> None:
+    def _predict(self, path: Path, pred: ClipPrediction, explain_to: str | Path | None,
+                 stage: Callable[[str], None]) -> None:
         if not path.exists():
             raise VideoError(path, "file not found")
         if path.is_dir():
             raise VideoError(path, "is a directory")
+        stage("faces")
         t0 = time.perf_counter()
         faces = extract_faces(path, self.cfg, self.detector, video_id=path.stem)
         t1 = time.perf_counter()
@@ -148,8 +156,10 @@ class Predictor:
             pred.timings = {"faces": t1 - t0}
             return
         static = np.ascontiguousarray(faces.crops.transpose(0, 3, 1, 2))
+        stage("flow")
         dynamic = self.flow.clip(faces.flow_frames)
         t2 = time.perf_counter()
+        stage("model")
         traits, attention = self.run_model(static, dynamic, attention=explain_to is not None)
         t3 = time.perf_counter()
         pred.traits = {name: float(v) for name, v in zip(self.labels, traits)}
@@ -158,6 +168,11 @@ class Predictor:
         if explain_to is not None:
             from bigfive.inference.explain import write_figure
 
+            stage("figure")
             exp = Explanation(static, dynamic, np.asarray(faces.indices), attention, self.cfg.flow.bound)
             write_figure(explain_to, pred, exp)
             pred.figure = str(explain_to)
+
+
+def _no_stage(name: str) -> None:
+    """The default ``stage`` callback: no progress to report."""

@@ -7,7 +7,6 @@ them back to [-1, 1] (a fixed multiple of the flow in pixels, so no statistics a
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -46,10 +45,13 @@ class C3D(nn.Module):
 
 
 class R2Plus1D(nn.Module):
-    """torchvision r2plus1d_18 with its stem adapted to C flow channels.
+    """torchvision r2plus1d_18 with its stem adapted to C flow channels and time never strided.
 
-    Its layers 2-4 halve time (T -> ceil(T/8)); the T' tokens are linearly interpolated back to T
-    so that both streams share one time axis and the relative-time bias keeps its meaning.
+    torchvision's layers 2-4 halve time as well as space (T -> ceil(T/8)): at T = 8 one token was
+    left, interpolated back to eight identical ones, and the relative-time bias had nothing to align.
+    Here every temporal stride is 1 (the (3, 1, 1) convolutions of the first blocks of layers 2-4 and
+    their 1x1x1 shortcuts), so the network gives one token per sampled step. Space still halves, and
+    the weights keep their shapes (a Kinetics state dict would still load).
     """
 
     def __init__(self, channels: int, frames: int):
@@ -61,15 +63,16 @@ class R2Plus1D(nn.Module):
         self.net.stem[0] = nn.Conv3d(channels, old.out_channels, old.kernel_size, old.stride, old.padding,
                                      bias=False)
         self.net.fc = nn.Identity()
+        for m in self.net.modules():
+            if isinstance(m, nn.Conv3d) and m.stride[0] != 1:
+                m.stride = (1, *m.stride[1:])
         self.frames = frames
         self.out_dim = 512
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T, S, S) -> (B, T, 512)
         n = self.net
         x = n.layer4(n.layer3(n.layer2(n.layer1(n.stem(x)))))
-        x = x.mean(dim=(3, 4))  # (B, 512, T')
-        x = F.interpolate(x, size=self.frames, mode="linear", align_corners=False)
-        return x.transpose(1, 2)
+        return x.mean(dim=(3, 4)).transpose(1, 2)
 
 
 class DynamicStream(nn.Module):

@@ -39,7 +39,7 @@ class TwoStreamNet(nn.Module):
         uses_static = cfg.fusion != "dynamic_only"
         uses_dynamic = cfg.fusion != "static_only"
         self.static = (StaticStream(cfg.static_backbone, cfg.static_width, cfg.embed_dim, cfg.static_weights,
-                                    cfg.freeze_until) if uses_static else None)
+                                    cfg.freeze_until, cfg.static_weights_sha256) if uses_static else None)
         self.dynamic = (DynamicStream(cfg.dynamic_backbone, flow_channels, frames, cfg.dynamic_width, cfg.embed_dim)
                         if uses_dynamic else None)
         self.fusion = build_fusion(cfg, frames)

@@ -7,6 +7,7 @@ facenet-pytorch ``InceptionResnetV1``. Pretrained weights only ever come from a 
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -98,11 +99,28 @@ BACKBONES = {"compact": CompactCNN, "resnet18": ResNet18, "inception_resnet_v1":
 IGNORED_PREFIXES = {"resnet18": ("fc.",), "inception_resnet_v1": ("logits.",), "compact": ()}
 
 
-def load_backbone_weights(backbone: nn.Module, name: str, path: str) -> None:
-    """Load a local state dict into ``backbone``; errors name the file and every mismatching key."""
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_backbone_weights(backbone: nn.Module, name: str, path: str, sha256: str | None = None) -> None:
+    """Load a local state dict into ``backbone``; errors name the file and every mismatching key.
+
+    With ``sha256`` the file's bytes are checked first (before torch reads them): a truncated or
+    swapped download stops with both hashes instead of training on the wrong weights.
+    """
     file = Path(path)
     if not file.is_file():
         raise ConfigError("model.static_weights", f"{file}: weights file not found (weights are never downloaded)")
+    if sha256 is not None:
+        actual = file_sha256(file)
+        if actual != sha256.lower():
+            raise ConfigError("model.static_weights_sha256", f"{file}: SHA-256 is {actual}, expected {sha256.lower()} "
+                                                            "(a different or damaged file)")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -130,12 +148,12 @@ class StaticStream(nn.Module):
     """(B, T, 3, S, S) uint8 or 0..255 float crops -> (B, T, embed_dim) tokens."""
 
     def __init__(self, backbone: str, width: int, embed_dim: int, weights: str | None = None,
-                 freeze_until: str | None = None):
+                 freeze_until: str | None = None, weights_sha256: str | None = None):
         super().__init__()
         self.backbone_name = backbone
         self.backbone = CompactCNN(width) if backbone == "compact" else BACKBONES[backbone]()
         if weights is not None:
-            load_backbone_weights(self.backbone, backbone, weights)
+            load_backbone_weights(self.backbone, backbone, weights, weights_sha256)
         mean, std = (FACENET_MEAN, FACENET_STD) if backbone == "inception_resnet_v1" else (IMAGENET_MEAN, IMAGENET_STD)
         # /255 and per-channel standardisation folded into one affine map: x * scale + shift.
         scale = torch.tensor([1 / (255 * s) for s in std]).view(1, 3, 1, 1)

@@ -272,7 +272,8 @@ class RunTracker:
             self.experiment = mlflow.MlflowClient().get_experiment(exp_id).name
         else:
             self.experiment = experiment or self.params.tracking.experiment
-            exp_id = tracking.experiment_id(self.experiment, self.uri)
+            exp_id = tracking.experiment_id(self.experiment, self.uri,
+                                            tracking.experiment_description(self.experiment, self.params))
         system = self.params.tracking.system_metrics and _has_psutil()
         if system:
             mlflow.set_system_metrics_sampling_interval(self.params.tracking.system_metrics_interval)
@@ -284,11 +285,28 @@ class RunTracker:
         self.run_id = run.info.run_id
         log.info("MLflow run %s in experiment %r (%s)%s", self.run_id, self.experiment, self.uri,
                  " resumed" if run_id else "")
+        link = tracking.ui_url(self.uri, run.info.experiment_id)
+        if link and not nested and parent is None:  # one link per command, not one per trial
+            log.info("compare the runs at %s", link)
         try:
             tracking.log_params(self.params)
         except Exception as err:  # resumed with changed params: MLflow refuses to overwrite values
             log.warning("MLflow params not (re)logged: %s", str(err).splitlines()[0])
         return self.run_id
+
+    def log_dataset(self, data: TrainData, digest: str) -> None:
+        """The features this run trains on, as its MLflow dataset input (name, DVC hash, split sizes)."""
+        if self.run_id is None:
+            return
+        from bigfive.training import tracking
+
+        folder = data.features_dir if data.features_dir is not None else Path(next(iter(data.files), ".")).parent
+        source = str(Path(folder).resolve())  # direct entry: the folder of the arrays
+        try:
+            tracking.log_dataset(f"{self.params.data.source}-features", source, digest,
+                                 tracking.split_sizes(data.features_dir, data.n_train, data.n_val))
+        except Exception as err:  # a record for the UI, not a reason to stop training
+            log.warning("MLflow dataset input not logged: %s", str(err).splitlines()[0])
 
     def end(self, status: str = "FINISHED") -> None:
         if not self.enabled or self.run_id is None:
@@ -418,9 +436,11 @@ def _fit(params: Params, data: TrainData, out: Path, info: dist.DistInfo, device
 
     files_hash = _features_tags(data)
     run_tags = {"git_commit": _git_commit(), **files_hash, "bigfive_version": __version__,
-                **({"init_from": str(init_from)} if init_from else {}), **{k: str(v) for k, v in tags.items()}}
-    run_id = tracker.start(experiment=experiment, run_name=run_name, tags=run_tags, nested=nested,
-                           resume_run_id=run_id)
+                **({"init_from": str(init_from)} if init_from else {}), **_description(params, data, files_hash),
+                **{k: str(v) for k, v in tags.items()}}
+    run_id = tracker.start(experiment=experiment, run_name=run_name or _default_run_name(params), tags=run_tags,
+                           nested=nested, resume_run_id=run_id)
+    tracker.log_dataset(data, files_hash["features_hash"])
 
     criterion = loss_fn(tc.loss)
     ckpt_extra = {"preprocess": data.meta, "labels": labels, "params": to_dict(params), "run_id": run_id or "",
@@ -516,6 +536,19 @@ def _git_commit() -> str:
     from bigfive.training.tracking import git_commit
 
     return git_commit()
+
+
+def _default_run_name(params: Params) -> str:
+    from bigfive.training.tracking import default_run_name
+
+    return default_run_name(params)
+
+
+def _description(params: Params, data: TrainData, files_hash: dict[str, str]) -> dict[str, str]:
+    """The run's description tag (a caller's ``mlflow.note.content`` tag replaces it)."""
+    from bigfive.training.tracking import NOTE_TAG, run_description
+
+    return {NOTE_TAG: run_description(params, data.n_train, data.n_val, files_hash["features_hash"])}
 
 
 def _features_tags(data: TrainData) -> dict[str, str]:

@@ -9,6 +9,11 @@
   and the arrays' sizes and leading bytes; ``features_hash_source`` says which).
 - Champion: each registered version carries a ``val_mean_accuracy`` tag; the alias
   (``tracking.champion_alias``) moves to a new version only when it is strictly better.
+- What the MLflow UI shows first: experiments are tagged ``mlflow.experimentKind`` =
+  ``custom_model_development`` (MLflow 3's UI then opens them on the training runs, not on GenAI
+  traces) and carry a description (``mlflow.note.content``); runs get descriptive names
+  (:func:`default_run_name`), a description, and the features as a dataset input (name, the DVC hash
+  as digest, split sizes as profile) so the run table's Dataset column says which data a run used.
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ log = logging.getLogger("bigfive.training")
 MAX_PARAM_CHARS = 6000
 METRIC_TAG = "val_mean_accuracy"
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "file://")
+# MLflow 3's UI reads this experiment tag to choose the experiment's view; the values are those of the
+# UI's ExperimentKind enum (mlflow/server/js, 3.17): "custom_model_development" opens on the training runs.
+KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+NOTE_TAG = "mlflow.note.content"  # the description the UI shows for an experiment or a run
 
 
 # mlflow.set_tracking_uri() also writes MLFLOW_TRACKING_URI into os.environ. Remember what we wrote, and
@@ -86,8 +96,11 @@ def configure(cfg: TrackingConfig) -> str:
     return uri
 
 
-def experiment_id(name: str, uri: str) -> str:
-    """The id of experiment ``name``, created with a deterministic artifact location if missing."""
+def experiment_id(name: str, uri: str, description: str | None = None) -> str:
+    """The id of experiment ``name``, created with a deterministic artifact location if missing.
+
+    The experiment is marked as a model-training experiment and described (:func:`mark_experiment`).
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -97,14 +110,109 @@ def experiment_id(name: str, uri: str) -> str:
         if exp.lifecycle_stage == "deleted":
             raise RuntimeError(f"MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore) "
                                "or choose another tracking.experiment")
+        mark_experiment(client, exp, description)
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location(uri))
+        exp_id = client.create_experiment(name, artifact_location=artifact_location(uri),
+                                          tags=experiment_tags(description))
     except MlflowException:  # another process created it between our two calls
         exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
+        mark_experiment(client, exp, description)
         return exp.experiment_id
+    return exp_id
+
+
+def experiment_tags(description: str | None) -> dict[str, str]:
+    return {KIND_TAG: TRAINING_KIND, **({NOTE_TAG: description} if description else {})}
+
+
+def mark_experiment(client: Any, exp: Any, description: str | None) -> None:
+    """Add the training kind and the description to an experiment that lacks them (stores made before
+    these tags existed); a kind or description someone set by hand is left as it is."""
+    for key, value in experiment_tags(description).items():
+        if key not in (exp.tags or {}):
+            client.set_experiment_tag(exp.experiment_id, key, value)
+
+
+def experiment_description(name: str, params: Params) -> str | None:
+    """What each of the project's experiments holds (README, "The main runs in the MLflow UI")."""
+    abl = params.ablation
+    known = {
+        params.tracking.experiment: "Main pipeline (`dvc repro`): one run per `bigfive train`, with the metrics "
+                                    "`bigfive evaluate` adds; registered as the model "
+                                    f"`{params.tracking.registered_model}`.",
+        params.tune.experiment: f"Optuna search (`bigfive tune`, study `{params.tune.study}`): one parent run per "
+                                "worker, one nested `trial-<n>` run per trial.",
+        abl.experiment: "Model ablation (pipelines/ablation): one `<variant>-seed<k>` run per variant and seed, "
+                        "with its test metrics.",
+        abl.flow.experiment: "Preprocessing ablation (pipelines/ablation_flow): optical-flow method x frames, "
+                             "one `<variant>-seed<k>` run each.",
+    }
+    return known.get(name)
+
+
+def ui_url(uri: str, exp_id: str) -> str | None:
+    """The MLflow UI's run table of an experiment on a tracking server (None for a local store).
+
+    MLflow 3.17's UI opens every experiment in its GenAI view unless the page is asked for the
+    "Model training" one (its ``workflowType`` switch, default ``genai``), so the link asks for it.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return None
+    return f"{uri.rstrip('/')}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+
+
+def default_run_name(params: Params) -> str:
+    """``train-<fusion>-<direction>-seed<k>``; the direction only for the fusions that have one."""
+    from bigfive.models.fusion import MIXERS
+
+    m = params.model
+    parts = [m.fusion, m.direction] if m.fusion in MIXERS else [m.fusion]
+    return "-".join(["train", *parts, f"seed{params.train.seed}"])
+
+
+def run_description(params: Params, train_clips: int, val_clips: int, data_hash: str) -> str:
+    m, tc = params.model, params.train
+    return (f"{m.fusion} fusion ({m.direction}, {m.heads} heads, {m.layers} layer(s), embed {m.embed_dim}) trained "
+            f"up to {tc.epochs} epochs with seed {tc.seed} on {train_clips} train / {val_clips} val clips of the "
+            f"{params.data.source} features {data_hash[:12]}.")
+
+
+def split_sizes(features_dir: Path | None, train_clips: int, val_clips: int) -> dict[str, int]:
+    """Clips per split: what fit uses, plus the test split stored beside them (not read by training)."""
+    sizes = {"train": train_clips, "val": val_clips}
+    labels = Path(features_dir) / "test" / "labels.npy" if features_dir is not None else None
+    if labels is not None and labels.is_file():
+        import numpy as np
+
+        sizes["test"] = int(np.load(labels, mmap_mode="r").shape[0])
+    return sizes
+
+
+def log_dataset(name: str, source: str, digest: str, sizes: dict[str, int]) -> None:
+    """Log the features as the active run's training dataset input (the UI's Dataset column)."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    class FeaturesDataset(MetaDataset):
+        """Metadata only: the arrays are DVC's to store; the profile carries the split sizes."""
+
+        @property
+        def profile(self) -> dict[str, int]:
+            return sizes
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(sizes)}
+
+    with warnings.catch_warnings():  # a local path matches two registered source kinds; either is right
+        warnings.simplefilter("ignore", UserWarning)
+        src = resolve_dataset_source(source)
+    mlflow.log_input(FeaturesDataset(src, name=name, digest=digest), context="training")
 
 
 def git_commit(cwd: str | Path | None = None) -> str:

@@ -100,7 +100,7 @@ class Objective:
             with tempfile.TemporaryDirectory(prefix=f"bigfive-tune-{trial.number}-") as out:
                 result = self.fit(params, features_dir=self.features_dir, output_dir=Path(out),
                                   experiment=self.cfg.experiment if self.tracking else None,
-                                  run_name=f"trial-{trial.number:04d}", tags=self._tags(trial),
+                                  run_name=f"trial-{trial.number}", tags=self._tags(trial),
                                   nested=self.tracking, register=False, on_epoch=on_epoch)
             value = float(result.best_val_mean_accuracy)
             if getattr(result, "run_id", None):
@@ -188,7 +188,7 @@ class Objective:
             return
         import mlflow
 
-        with mlflow.start_run(run_name=f"trial-{trial.number:04d}", nested=True, tags=self._tags(trial)) as run:
+        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True, tags=self._tags(trial)) as run:
             mlflow.log_params({k: str(v) for k, v in err.overrides.items()})
             mlflow.set_tags({STATE_TAG: "PRUNED", "optuna.prune_reason": str(err.error)[:5000]})
         trial.set_user_attr(RUN_ATTR, run.info.run_id)

@@ -139,9 +139,13 @@ def _optimize(study, params: Params, cfg: TuneConfig, features_dir: Path, n: int
 
         uri = tracking.configure(params.tracking)
         with _init_lock(tracking.sqlite_file(uri)):
-            exp_id = _retry(lambda: tracking.experiment_id(cfg.experiment, uri), "create the MLflow experiment")
+            exp_id = _retry(lambda: tracking.experiment_id(cfg.experiment, uri,
+                                                           tracking.experiment_description(cfg.experiment, params)),
+                            "create the MLflow experiment")
         tags = {"optuna.study": cfg.study, "optuna.storage": redact(cfg.storage), "tune.worker": objective.worker,
-                "tune.role": "worker"}
+                "tune.role": "worker",
+                tracking.NOTE_TAG: f"Optuna worker {objective.worker}: {n} trial(s) of study `{cfg.study}` in "
+                                   f"{redact(cfg.storage)}; each trial is a nested run below."}
         with mlflow.start_run(experiment_id=exp_id, run_name=f"{cfg.study}-worker-{socket.gethostname()}-{os.getpid()}",
                               tags=tags):
             mlflow.log_params({"tune.study": cfg.study, "tune.storage": redact(cfg.storage), "tune.worker_trials": n,

@@ -1,0 +1,101 @@
+"""``bigfive app``: a local web page to try the model on a clip (see :mod:`bigfive.app.server`).
+
+The model (the registered champion unless ``--model``) and its preprocessing are loaded once, before
+the server starts listening, so the page is ready as soon as it answers. It listens on 127.0.0.1
+unless ``--host`` says otherwise: the page runs a model on uploaded files and has no authentication.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("bigfive.app")
+
+# Why a page about faces needs a note: the numbers are easy to read as a verdict on a person.
+NOTE = ("These are perceived (apparent) personality scores: how ChaLearn First Impressions annotators would "
+        "rate the person in the clip, on a 0-1 scale. They are not a measurement of the person's personality.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = "Open the printed address in a browser; Ctrl+C stops the server. See the README's 'Try it'."
+    parser.add_argument("--model", default=None, help="checkpoint path (models/best.pt) or MLflow model URI "
+                        "(default: models:/<tracking.registered_model>@<tracking.champion_alias>)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this "
+                        "machine only; the page has no authentication)")
+    parser.add_argument("--port", type=int, default=8050, help="port (default: %(default)s)")
+    parser.add_argument("--max-upload-mb", type=float, default=200.0, help="largest clip accepted, in MB "
+                        "(default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
+    parser.add_argument("--labels", default=None, help="training labels (.npy) whose distribution the bars are "
+                        "shown against (default: <preprocess.features_dir>/train/labels.npy)")
+    parser.add_argument("--model-card", default=None, help="model card shown when the model is not a registered "
+                        "version (default: <evaluate.results_dir>/model_card.md)")
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    if not 0 < args.port < 65536:
+        return f"--port must be between 1 and 65535, got {args.port}"
+    if not args.max_upload_mb > 0:
+        return f"--max-upload-mb must be positive, got {args.max_upload_mb}"
+    return None
+
+
+def build_state(args: argparse.Namespace, params: Any, workdir: Path) -> Any:
+    """Load the model (the slow part, with its log lines) and everything the page shows beside it."""
+    from bigfive.app import reference
+    from bigfive.app.jobs import JobQueue
+    from bigfive.app.server import AppState
+    from bigfive.inference.loader import default_model_uri
+    from bigfive.inference.predictor import Predictor
+    from bigfive.training.tracking import resolve_tracking_uri
+
+    model = args.model or default_model_uri(params)
+    tracking = resolve_tracking_uri(params.tracking)
+    log.info("loading %s (tracking %s) and the face detector ...", model, tracking)
+    predictor = Predictor.from_model(model, tracking=tracking, device=args.device)
+    # Import matplotlib (the --explain figure) here, at start, in the main thread: the first clip then does not
+    # wait for it, and the prediction thread runs no first-time imports while request threads serve.
+    import matplotlib
+
+    matplotlib.use("Agg")  # what explain.write_figure selects: no display needed
+    import matplotlib.pyplot  # noqa: F401
+    traits = list(predictor.labels)
+    labels = Path(args.labels or Path(params.preprocess.features_dir) / "train" / "labels.npy")
+    samples = reference.sample_clips(Path(params.data.raw_dir))
+    card = reference.model_card(model, tracking, Path(args.model_card or Path(params.evaluate.results_dir)
+                                                      / "model_card.md"))
+    limit = int(args.max_upload_mb * 1e6)
+    info = {"model": model, "traits": traits, "note": NOTE,
+            "distribution": reference.label_distribution(labels, traits), "samples": list(samples),
+            "max_upload_bytes": limit, "model_card": card is not None,
+            "quality_floor": {"detection_rate": predictor.floor.min_detection_rate,
+                              "mean_confidence": predictor.floor.min_confidence}}
+    return AppState(JobQueue(predictor, workdir), info, samples, limit, card)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bigfive.app.server import create_app
+    from bigfive.inference.predict import params_or_defaults
+
+    bad = check_args(args)
+    if bad:
+        print(f"bigfive app: {bad}", file=sys.stderr)
+        return 2
+    params = params_or_defaults(args.params)
+    with tempfile.TemporaryDirectory(prefix="bigfive-app-") as tmp:
+        state = build_state(args, params, Path(tmp))
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("listening on %s: anyone who can reach this address can upload clips", args.host)
+        log.info("bigfive app: http://%s:%d (Ctrl+C stops it)", args.host, args.port)
+        try:
+            uvicorn.run(create_app(state), host=args.host, port=args.port, log_level="warning")
+        finally:
+            state.queue.close()
+    return 0
