@@ -102,7 +102,8 @@ def test_description_fits_the_registry_limit():
 def test_publish_sets_the_description_of_this_runs_version_only(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)  # not a registry another test set process-wide
     exp = client.create_experiment("card", artifact_location=(tmp_path / "mlruns").as_uri())
     mine, other = (client.create_run(exp).info.run_id for _ in range(2))
     client.create_registered_model("m")
@@ -131,7 +132,8 @@ def test_evaluate_stage_writes_logs_and_publishes_the_card(tiny_pipeline: Path):
     for attr, block in metrics["groups"].items():
         assert f"{attr} gap (largest − smallest mean accuracy): {block['accuracy_gap']:.4f}" in card
 
-    client = MlflowClient(f"sqlite:///{tiny_pipeline / 'mlflow.db'}")
+    uri = f"sqlite:///{tiny_pipeline / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)  # not a registry another test set process-wide
     run = client.get_run(run_info["run_id"])
     assert f"`{run.data.tags['features_hash']}` ({run.data.tags['features_hash_source']})" in card
     assert "model_card.md" in {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "evaluation")}

@@ -560,3 +560,36 @@ def test_the_last_epoch_is_never_pruned(tmp_path, monkeypatch):
     (trial,) = load(tmp_path, "one-epoch").trials[2:]
     assert trial.state == TrialState.COMPLETE and trial.value < 1.0
     assert trial.intermediate_values == {1: pytest.approx(trial.value)}
+
+
+def test_a_worker_that_loses_a_create_race_retries_and_other_errors_are_raised(tmp_path, caplog):
+    import sqlalchemy as sa
+
+    from bigfive.tuning.study import retry_race
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'race.db'}")
+    with engine.begin() as db:
+        db.execute(sa.text("CREATE TABLE studies (name TEXT UNIQUE)"))
+        db.execute(sa.text("INSERT INTO studies VALUES ('s')"))
+    calls = []
+
+    def create_then_find() -> str:  # the first call loses: the row is there already (a real UNIQUE violation)
+        calls.append(1)
+        if len(calls) == 1:
+            with engine.begin() as db:
+                db.execute(sa.text("INSERT INTO studies VALUES ('s')"))
+        return "opened"
+
+    with caplog.at_level("INFO", logger="bigfive.tuning.study"):
+        assert retry_race(create_then_find, "creating the study") == "opened"
+    assert len(calls) == 2 and "another worker was creating the study" in caplog.text
+
+    def bad_sql() -> None:  # not a race: raised at once, not retried
+        calls.append(1)
+        with engine.begin() as db:
+            db.execute(sa.text("SELECT * FROM no_such_table"))
+
+    calls.clear()
+    with pytest.raises(sa.exc.OperationalError, match="no_such_table"):
+        retry_race(bad_sql, "x")
+    assert len(calls) == 1

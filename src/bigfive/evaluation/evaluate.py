@@ -563,4 +563,6 @@ def _publish_card(uri: str, run_id: str, run_info: dict[str, Any], card: str) ->
 
     from bigfive.evaluation import model_card
 
-    model_card.publish(MlflowClient(uri), run_id, run_info, card, f"evaluation/{CARD_FILE}")
+    # registry_uri too: without it the client uses a registry set process-wide earlier (mlflow.set_registry_uri)
+    client = MlflowClient(uri, registry_uri=uri)
+    model_card.publish(client, run_id, run_info, card, f"evaluation/{CARD_FILE}")

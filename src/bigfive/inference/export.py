@@ -151,11 +151,11 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     from bigfive.inference.loader import default_model_uri, resolve_checkpoint
-    from bigfive.inference.predict import _params
+    from bigfive.inference.predict import params_or_defaults
     from bigfive.models import load_checkpoint
     from bigfive.training.tracking import resolve_tracking_uri
 
-    params = _params(args.params)
+    params = params_or_defaults(args.params)
     model = args.model or default_model_uri(params)
     with tempfile.TemporaryDirectory(prefix="bigfive-model-") as tmp:
         ckpt = load_checkpoint(resolve_checkpoint(model, tracking=resolve_tracking_uri(params.tracking), cache_dir=tmp))

@@ -14,17 +14,22 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from bigfive.config import ConfigError, TuneConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 JOURNAL_PREFIX = "journal:///"
 JOURNAL_SUFFIXES = (".log", ".journal")
@@ -66,10 +71,37 @@ def open_storage(url: str, *, heartbeat_s: int = 60) -> BaseStorage:
     if scheme not in RDB_SCHEMES:
         raise ConfigError("tune.storage", f"{url!r} is neither a database URL ({', '.join(RDB_SCHEMES[:4])}, ...) "
                                           f"nor a journal file (journal:///path.log or a path ending in .log/.journal)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
-                          failed_trial_callback=_log_heartbeat_failure)
+    def connect() -> RDBStorage:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
+                              failed_trial_callback=_log_heartbeat_failure)
+
+    return retry_race(connect, "creating the study tables")
+
+
+def retry_race(attempt: Callable[[], T], what: str, tries: int = 6) -> T:
+    """``attempt()``, again after a pause when another worker won a race to create the same rows.
+
+    Workers started together on a fresh database all create Optuna's schema (PostgreSQL then refuses
+    the second ``CREATE TYPE``) and the study's attributes; the loser's retry finds them created.
+    Other database errors, and a race lost ``tries`` times in a row, are raised.
+    """
+    for i in range(tries):
+        try:
+            return attempt()
+        except (IntegrityError, ProgrammingError, optuna.exceptions.StorageInternalError) as err:
+            if i == tries - 1 or not _is_race(err):
+                raise
+            log.info("another worker was %s at the same time; trying again", what)
+            time.sleep(0.25 * 2**i)
+    raise AssertionError("unreachable")
+
+
+def _is_race(err: Exception) -> bool:
+    """A duplicate-object error: what losing a create race looks like (not a bad URL or permissions)."""
+    text = f"{err} {err.__cause__}".lower()  # Optuna's StorageInternalError wraps the database's error
+    return any(s in text for s in ("already exists", "duplicate", "unique"))
 
 
 def _log_heartbeat_failure(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -127,6 +159,10 @@ def open_study(cfg: TuneConfig, storage: BaseStorage, fingerprint: str, *, epoch
 
     ``epochs`` is a trial's budget (``tune.epochs``, or ``train.epochs`` when that is null).
     """
+    return retry_race(lambda: _open_study(cfg, storage, fingerprint, epochs), "creating the study")
+
+
+def _open_study(cfg: TuneConfig, storage: BaseStorage, fingerprint: str, epochs: int | None) -> optuna.Study:
     study = optuna.create_study(storage=storage, study_name=cfg.study, direction="maximize",
                                 sampler=make_sampler(cfg), pruner=make_pruner(cfg, epochs), load_if_exists=True)
     stored = study.user_attrs.get(FINGERPRINT_ATTR)
