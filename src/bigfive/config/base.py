@@ -23,6 +23,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 from bigfive.utils.text import one_line, printable, short_repr
+from bigfive.utils.walk import first_past_bounds
 
 T = TypeVar("T")
 
@@ -182,33 +183,23 @@ def _check_expansion(root: Any, budget: int, max_depth: int) -> None:
         if id(node) in distinct:
             continue
         distinct.add(id(node))
-        todo.extend(_yaml_children(node))
-    limit = len(distinct) + budget
-    count = 1
-    stack = [iter(_yaml_children(root))]
-    while stack:
-        node = next(stack[-1], None)
-        if node is None:
-            stack.pop()
-            continue
-        count += 1
-        if count > limit:
-            raise yaml.composer.ComposerError(None, None, f"aliases expand to more than {budget} extra nodes "
-                                              "(alias of aliases, or a recursive alias?)", node.start_mark)
-        children = _yaml_children(node)
-        if children:
-            if len(stack) >= max_depth:
-                raise yaml.composer.ComposerError(None, None, f"nested deeper than {max_depth} levels",
-                                                  node.start_mark)
-            stack.append(iter(children))
+        todo.extend(_yaml_children(node) or ())
+    past = first_past_bounds(root, _yaml_children, len(distinct) + budget, max_depth)
+    if past is None:
+        return
+    bound, node = past
+    reason = (f"aliases expand to more than {budget} extra nodes (alias of aliases, or a recursive alias?)"
+              if bound == "nodes" else f"nested deeper than {max_depth} levels")
+    raise yaml.composer.ComposerError(None, None, reason, node.start_mark)
 
 
-def _yaml_children(node: Any) -> list[Any]:
+def _yaml_children(node: Any) -> list[Any] | None:
+    """A node's children; None for a scalar or an empty collection (neither nests any deeper)."""
     if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
+        return list(node.value) or None
     if isinstance(node, yaml.MappingNode):
-        return [n for pair in node.value for n in pair]
-    return []
+        return [n for pair in node.value for n in pair] or None
+    return None
 
 
 def load_yaml(path: str | Path, max_bytes: int = MAX_YAML_BYTES) -> Any:

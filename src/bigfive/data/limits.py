@@ -29,6 +29,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from bigfive.utils.walk import first_past_bounds
+
 MiB = 1 << 20
 GiB = 1 << 30
 
@@ -341,29 +343,18 @@ def check_structure(obj: Any, limits: IngestLimits = DEFAULT_LIMITS) -> None:
     counting a shared (memo) reference every time it occurs: what a naive walk, ``repr`` or
     ``json.dumps`` would expand. Iterative, and stops at the budget (cycles included)."""
     max_nodes, max_depth = limits.max_pickle_nodes, limits.max_pickle_depth
-    nodes = 1
-    if type(obj) not in _CONTAINERS:
+    past = first_past_bounds(obj, _children, max_nodes, max_depth)
+    if past is None:
         return
-    stack: list[Any] = [_children(obj)]
-    while stack:
-        item = next(stack[-1], _END)
-        if item is _END:
-            stack.pop()
-            continue
-        nodes += 1
-        if nodes > max_nodes:
-            raise LimitError(f"more than {max_nodes} values, shared references expanded (limit "
-                             "max_pickle_nodes; crafted pickle?)")
-        if type(item) in _CONTAINERS:
-            if len(stack) >= max_depth:
-                raise LimitError(f"nested deeper than {max_depth} levels (limit max_pickle_depth; crafted pickle?)")
-            stack.append(_children(item))
-
-
-_END = object()
+    if past[0] == "nodes":
+        raise LimitError(f"more than {max_nodes} values, shared references expanded (limit "
+                         "max_pickle_nodes; crafted pickle?)")
+    raise LimitError(f"nested deeper than {max_depth} levels (limit max_pickle_depth; crafted pickle?)")
 
 
 def _children(obj: Any) -> Any:
+    if type(obj) not in _CONTAINERS:
+        return None
     if type(obj) is dict:
         return (x for kv in obj.items() for x in kv)
     return iter(obj)
