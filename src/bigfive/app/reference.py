@@ -8,7 +8,6 @@ where the training scores lie.
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from bigfive import ALL_LABELS
+from bigfive.preprocess.pool import manifest_items
 
 log = logging.getLogger("bigfive.app")
 
@@ -45,13 +45,14 @@ def label_distribution(labels_path: Path, traits: list[str]) -> dict[str, Any] |
 
 def sample_clips(raw_dir: Path, split: str = "test") -> dict[str, Path]:
     """video_id -> file of the raw stage's clips in ``split`` (from manifest.csv), in manifest order."""
-    manifest = raw_dir / "manifest.csv"
-    if not manifest.is_file():
+    if not (raw_dir / "manifest.csv").is_file():
         return {}
-    with manifest.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("split") == split and r.get("path")]
-    clips = {r["video_id"]: raw_dir / r["path"] for r in rows}
-    return {k: v for k, v in clips.items() if v.is_file()}
+    try:
+        items = manifest_items(raw_dir)
+    except ValueError as err:  # the page still works without the picker
+        log.warning("no sample clips to pick: %s", err)
+        return {}
+    return {c.video_id: c.path for c in items if c.split == split and c.path.is_file()}
 
 
 def model_card(model: str, tracking: str | None, fallback: Path) -> tuple[str, str] | None:

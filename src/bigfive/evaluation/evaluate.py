@@ -397,6 +397,13 @@ def log_to_mlflow(uri: str, run_id: str, metrics: dict[str, float], artifacts: S
     """Add the evaluation to the training run; warn and skip when that run cannot be found."""
     if find_run(uri, run_id) is None:
         return False
+    _log_evaluation(uri, run_id, metrics, artifacts, plots_dir)
+    return True
+
+
+def _log_evaluation(uri: str, run_id: str, metrics: dict[str, float], artifacts: Sequence[Path],
+                    plots_dir: Path) -> None:
+    """Metrics, files and figures into run ``run_id``, which the caller has found."""
     import mlflow
 
     mlflow.set_tracking_uri(uri)
@@ -407,7 +414,6 @@ def log_to_mlflow(uri: str, run_id: str, metrics: dict[str, float], artifacts: S
         for path in artifacts:
             mlflow.log_artifact(str(path), artifact_path="evaluation")
     log.info("logged %d metrics and the figures to MLflow run %s", len(metrics), run_id)
-    return True
 
 
 # ---------------------------------------------------------------- CLI
@@ -509,8 +515,8 @@ def _record(args: argparse.Namespace, params: Any, results: dict[str, EvalResult
         return
     artifacts = [results_dir / "metrics.json", results_dir / CARD_FILE,
                  *(results_dir / f"predictions_{s}.csv" for s in results)]
-    if log_to_mlflow(uri, run_id, mlflow_metrics(results, noise_floor), artifacts, plots_dir):
-        _publish_card(uri, run_id, run_info, card)
+    _log_evaluation(uri, run_id, mlflow_metrics(results, noise_floor), artifacts, plots_dir)  # run found above
+    _publish_card(uri, run_id, run_info, card)
 
 
 def _read_history(path: Path) -> list[dict[str, Any]] | None:
