@@ -10,8 +10,9 @@
 - Champion: each registered version carries a ``val_mean_accuracy`` tag; the alias
   (``tracking.champion_alias``) moves to a new version only when it is strictly better.
 - What the MLflow UI shows first: experiments are tagged ``mlflow.experimentKind`` =
-  ``custom_model_development`` (MLflow 3's UI then opens them on the training runs, not on GenAI
-  traces) and carry a description (``mlflow.note.content``); runs get descriptive names
+  ``custom_model_development`` (a training experiment; MLflow 3.17's UI still opens on its browser-wide
+  GenAI / Model training switch, so :func:`ui_url` links to the training view)
+  and carry a description (``mlflow.note.content``); runs get descriptive names
   (:func:`default_run_name`), a description, and the features as a dataset input (name, the DVC hash
   as digest, split sizes as profile) so the run table's Dataset column says which data a run used.
 """
@@ -34,8 +35,9 @@ log = logging.getLogger("bigfive.training")
 MAX_PARAM_CHARS = 6000
 METRIC_TAG = "val_mean_accuracy"
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "file://")
-# MLflow 3's UI reads this experiment tag to choose the experiment's view; the values are those of the
-# UI's ExperimentKind enum (mlflow/server/js, 3.17): "custom_model_development" opens on the training runs.
+# MLflow 3 records an experiment's kind in this tag; the values are those of the UI's ExperimentKind enum
+# (mlflow/server/js, 3.17). "custom_model_development" marks a training experiment, but 3.17's UI picks
+# its view from a per-browser switch, not from the tag (README "Working as a team"): see ui_url.
 KIND_TAG = "mlflow.experimentKind"
 TRAINING_KIND = "custom_model_development"
 NOTE_TAG = "mlflow.note.content"  # the description the UI shows for an experiment or a run
