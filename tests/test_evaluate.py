@@ -147,13 +147,23 @@ def test_group_metrics_from_the_manifest(project):
 
 
 def test_figures_and_tables_are_written(project):
+    # what each figure plots is tested on its data in test_metrics.py; here: the stage writes them all
     plots = project["results"] / "plots"
     for name in ("pred_vs_true", "residuals", "accuracy", "training_curves", "groups", "attention_heads_1",
                  "attention_heads_2", "attention_entropy", "attention_strip"):
         data = (plots / f"{name}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+    ids, true, pred = read_predictions(project["results"] / "predictions_test.csv")
     with (plots / "pred_vs_true.csv").open() as f:
-        assert len(list(csv.DictReader(f))) == COUNTS["test"] * len(TRAITS)
+        rows = list(csv.DictReader(f))
+    assert [(r["video_id"], r["trait"]) for r in rows] == [(v, t) for v in ids for t in TRAITS]
+    np.testing.assert_allclose([float(r["true"]) for r in rows], true.ravel(), atol=1e-6)
+    np.testing.assert_allclose([float(r["predicted"]) for r in rows], pred.ravel(), atol=1e-6)
+    m = json.loads((project["results"] / "metrics.json").read_text())
+    with (plots / "accuracy.csv").open() as f:
+        acc = {r["trait"]: (float(r["model"]), float(r["baseline"])) for r in csv.DictReader(f)}
+    assert acc == {t: (pytest.approx(m["traits"][t]["accuracy"], abs=1e-6),
+                       pytest.approx(m["traits"][t]["baseline_accuracy"], abs=1e-6)) for t in TRAITS}
 
 
 def test_test_metrics_and_figures_logged_into_the_training_run(project):
@@ -200,6 +210,42 @@ def test_evaluate_checkpoint_for_ablations(project):
         np.testing.assert_allclose(w.sum(axis=-1), 1.0, atol=1e-5)
     for ent in res.entropy.values():
         assert ent.shape == (1, TINY["heads"]) and (ent >= 0).all() and (ent <= math.log(T) + 1e-6).all()
+
+
+def test_evaluation_infers_through_the_one_inference_path(project):
+    from bigfive.evaluation.inference import predict_arrays
+    from bigfive.models import infer
+
+    d = project["features"] / "test"
+    static, dynamic = np.load(d / "static_features.npy"), np.load(d / "dynamic_features.npy")
+    cpu = torch.device("cpu")
+    out = predict_arrays(project["net"], static, dynamic, device=cpu, batch_size=2)
+    # the same batches through bigfive.models.infer: the same numbers, bit for bit
+    np.testing.assert_array_equal(out.predictions, infer.predict_arrays(project["net"], static, dynamic, cpu, 2))
+    assert out.predictions.dtype == np.float64
+
+
+def test_attention_statistics_do_not_depend_on_the_batching(project):
+    from bigfive.evaluation import metrics as M
+    from bigfive.evaluation.inference import predict_arrays
+
+    d = project["features"] / "test"
+    static, dynamic = np.load(d / "static_features.npy"), np.load(d / "dynamic_features.npy")
+    rows = [1, 3, 4]  # in the first, second and last (short) batch of 2
+    one = predict_arrays(project["net"], static, dynamic, device=torch.device("cpu"), batch_size=5, example_rows=rows)
+    two = predict_arrays(project["net"], static, dynamic, device=torch.device("cpu"), batch_size=2, example_rows=rows)
+    with torch.no_grad():
+        _, att = project["net"](torch.from_numpy(static), torch.from_numpy(dynamic), return_attention=True)
+    assert sorted(two.examples) == rows and set(two.key_len.values()) == {T}
+    for direction, layers in att.items():
+        maps = [w.numpy() for w in layers]  # (clips, heads, Tq, Tk) per layer
+        expected = np.stack([M.attention_entropy(w) for w in maps])  # mean over all clips at once
+        np.testing.assert_allclose(two.entropy[direction], expected, atol=1e-6)
+        np.testing.assert_allclose(one.entropy[direction], expected, atol=1e-6)
+        for r in rows:  # each example row's own maps, wherever its batch started
+            for got, w in zip(two.examples[r][direction], maps):
+                np.testing.assert_allclose(got, w[r], atol=1e-6)
+    np.testing.assert_allclose(two.predictions, one.predictions, atol=1e-6)
 
 
 def test_features_that_do_not_fit_the_checkpoint_are_refused(project, tmp_path):

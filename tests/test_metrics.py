@@ -1,4 +1,5 @@
-"""Metric functions against values worked out by hand, and the figures drawn from synthetic arrays."""
+"""Metric functions against values worked out by hand, and the figures drawn from synthetic arrays:
+what each figure plots (series, labels, titles), and the PNG that ``save`` writes."""
 
 from __future__ import annotations
 
@@ -93,11 +94,6 @@ def test_summarize_and_baseline_by_hand():
     assert s["pcc"] == pytest.approx(0.5)
 
 
-def test_baseline_predictions_repeat_train_means():
-    train = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
-    np.testing.assert_allclose(M.baseline_predictions(train, 2), [[0.5, 0.5], [0.5, 0.5]])
-
-
 def test_bootstrap_ci_brackets_the_estimate_and_is_seeded():
     rng = np.random.default_rng(1)
     true = rng.uniform(0.2, 0.8, size=(60, 5))
@@ -162,11 +158,6 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def expect_png(path: Path, width_in: float, height_in: float) -> None:
-    assert path.is_file() and path.stat().st_size > 5000, f"{path} missing or nearly empty"
-    assert png_size(path) == (round(width_in * P.DPI), round(height_in * P.DPI))
-
-
 @pytest.fixture(scope="module")
 def synthetic():
     rng = np.random.default_rng(0)
@@ -175,48 +166,177 @@ def synthetic():
     return pred, true
 
 
-def test_pred_vs_true_and_residual_figures(tmp_path, synthetic):
+def bar_heights(container) -> list[float]:
+    return [bar.get_height() for bar in container]
+
+
+def tick_labels(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_xticklabels()]
+
+
+def test_save_writes_a_png_of_figsize_times_dpi(tmp_path, synthetic):
     pred, true = synthetic
-    P.pred_vs_true(pred, true, TRAITS, tmp_path / "pvt.png", baseline_means=true.mean(axis=0))
-    expect_png(tmp_path / "pvt.png", 2.9 * 5, 3.3)
-    P.residuals(pred, true, TRAITS, tmp_path / "res.png")
-    expect_png(tmp_path / "res.png", 2.9 * 5, 5.6)
+    path = P.save(P.residuals(pred, true, TRAITS), tmp_path / "res.png")
+    assert path == tmp_path / "res.png" and path.stat().st_size > 5000
+    assert png_size(path) == (round(2.9 * 5 * P.DPI), round(5.6 * P.DPI))
+    assert [p.name for p in tmp_path.iterdir()] == ["res.png"]  # written atomically: no temporary left
 
 
-def test_accuracy_bars_and_group_figure(tmp_path, synthetic):
+def test_pred_vs_true_plots_each_trait_against_its_truth(synthetic):
+    pred, true = synthetic
+    means = true.mean(axis=0)
+    fig = P.pred_vs_true(pred, true, TRAITS, baseline_means=means, split="val")
+    assert fig.get_suptitle() == "Predicted vs true trait scores (val split, 40 clips)"
+    assert len(fig.axes) == 5
+    for j, ax in enumerate(fig.axes):
+        assert ax.get_title() == TRAITS[j].capitalize()
+        assert ax.get_xlabel() == "true score (0–1)"
+        assert ax.get_ylabel() == ("predicted score (0–1)" if j == 0 else "")
+        np.testing.assert_array_equal(ax.collections[0].get_offsets(), np.column_stack([true[:, j], pred[:, j]]))
+        identity, baseline = ax.lines
+        assert list(identity.get_ydata()) == [0, 1]
+        assert list(baseline.get_ydata()) == [means[j], means[j]]
+        p, t = pred[:, j], true[:, j]
+        assert ax.texts[0].get_text() == (f"r = {M.pearson(p, t):.2f}\nCCC = {M.ccc(p, t):.2f}\n"
+                                          f"acc = {M.accuracy(p, t):.3f}")
+    assert fig.axes[0].get_legend() is not None and fig.axes[1].get_legend() is None
+    assert len(P.pred_vs_true(pred, true, TRAITS).axes[0].lines) == 1  # no baseline line without means
+
+
+def test_residuals_show_bias_and_shrinkage_per_trait(synthetic):
+    pred, true = synthetic
+    res = pred - true
+    fig = P.residuals(pred, true, TRAITS, split="test")
+    top, bottom = fig.axes[:5], fig.axes[5:]  # row-major: histograms first
+    for j in range(5):
+        assert top[j].get_title() == TRAITS[j].capitalize()
+        assert sum(bar_heights(top[j].patches)) == len(res)  # every clip in the histogram
+        assert top[j].get_legend().get_texts()[0].get_text() == f"mean {res[:, j].mean():+.3f}"
+        np.testing.assert_array_equal(bottom[j].collections[0].get_offsets(), np.column_stack([true[:, j], res[:, j]]))
+        slope, _ = np.polyfit(true[:, j], res[:, j], 1)
+        assert bottom[j].get_legend().get_texts()[0].get_text() == f"fit slope {slope:+.2f}"
+        assert slope < 0  # the synthetic predictions shrink toward the mean (factor 0.6)
+    lim = np.abs(res).max() * 1.05
+    np.testing.assert_allclose(bottom[0].get_ylim(), (-lim, lim))
+    assert "(test split)" in fig.get_suptitle()
+
+
+def test_accuracy_bars_plot_model_baseline_and_correlations(synthetic):
     pred, true = synthetic
     s = M.summarize_with_baseline(pred, true, TRAITS, true.mean(axis=0))
     s.update(M.bootstrap_ci(pred, true, 50, seed=0))
-    P.accuracy_bars(s, TRAITS, tmp_path / "acc.png", noise_floor=0.97)
-    expect_png(tmp_path / "acc.png", 11, 3.9)
+    fig = P.accuracy_bars(s, TRAITS, noise_floor=0.97, split="val")
+    ax_acc, ax_r = fig.axes
+    names = [*(t.capitalize() for t in TRAITS), "Mean"]
+    assert tick_labels(ax_acc) == names and tick_labels(ax_r) == names
+    model, baseline = ax_acc.containers[:2]
+    assert bar_heights(model) == [s["traits"][t]["accuracy"] for t in TRAITS] + [s["mean_accuracy"]]
+    base = [s["traits"][t]["baseline_accuracy"] for t in TRAITS] + [s["baseline_mean_accuracy"]]
+    assert bar_heights(baseline) == base
+    assert [line.get_ydata()[0] for line in ax_acc.lines if line.get_label().startswith("noise floor")] == [0.97]
+    ci = ax_acc.containers[2].lines[2][0].get_segments()[0]  # the error bar on the mean
+    np.testing.assert_allclose(ci[:, 1], [s["mean_accuracy_ci95_low"], s["mean_accuracy_ci95_high"]])
+    assert ax_acc.get_title() == "Accuracy per trait (val)"
+    r, c = ax_r.containers
+    assert bar_heights(r) == [s["traits"][t]["pcc"] for t in TRAITS] + [s["pcc"]]
+    assert bar_heights(c) == [s["traits"][t]["ccc"] for t in TRAITS] + [s["ccc"]]
+
+
+def test_group_figure_plots_each_groups_accuracy(synthetic):
+    pred, true = synthetic
     groups = M.group_metrics(pred, true, {"gender": ["male", "female"] * 20}, TRAITS, true.mean(axis=0))
-    P.group_accuracy(groups, tmp_path / "groups.png")
-    expect_png(tmp_path / "groups.png", 4.2, 3.6)
+    fig = P.group_accuracy(groups, split="test")
+    (ax,) = fig.axes
+    per = groups["gender"]["groups"]
+    assert tick_labels(ax) == [f"{g}\n(n=20)" for g in per]
+    model, baseline = ax.containers
+    assert bar_heights(model) == [per[g]["mean_accuracy"] for g in per]
+    assert bar_heights(baseline) == [per[g]["baseline_mean_accuracy"] for g in per]
+    assert ax.get_title() == f"Gender (gap {groups['gender']['accuracy_gap']:.3f})"
 
 
-def test_training_curves_figure(tmp_path):
+def test_training_curves_plot_the_history():
     history = [{"epoch": e, "train_loss": 0.2 / e, "val_loss": 0.25 / e, "val_mean_accuracy": 0.8 + 0.01 * e,
-                "lr": 1e-3 * 0.5 ** e, "val_acc_openness": 0.8 + 0.012 * e} for e in range(1, 6)]
-    P.training_curves(history, tmp_path / "curves.png", traits=TRAITS, baseline_mean_accuracy=0.8)
-    expect_png(tmp_path / "curves.png", 12, 3.6)
+                "lr": 1e-3 * 0.3 ** e, "val_acc_openness": 0.8 + 0.012 * e} for e in range(1, 6)]
+    history[2]["val_mean_accuracy"] = 0.9  # the best epoch is 3, not the last
+    fig = P.training_curves(history, traits=TRAITS, baseline_mean_accuracy=0.8, loss="mse")
+    ax_loss, ax_acc, ax_lr = fig.axes
+    epochs = [1, 2, 3, 4, 5]
+    train, val = ax_loss.lines
+    assert list(train.get_xdata()) == epochs and list(train.get_ydata()) == [h["train_loss"] for h in history]
+    assert list(val.get_ydata()) == [h["val_loss"] for h in history]
+    assert ax_loss.get_title() == "Loss (MSE)" and ax_loss.get_ylabel() == "loss (mean squared error, score²)"
+    mean, openness, baseline = ax_acc.lines  # only openness has a per-trait key
+    assert list(mean.get_ydata()) == [h["val_mean_accuracy"] for h in history]
+    assert list(openness.get_ydata()) == [h["val_acc_openness"] for h in history]
+    assert openness.get_label() == "Openness" and list(baseline.get_ydata()) == [0.8, 0.8]
+    assert ax_acc.collections[0].get_offsets().tolist() == [[3, 0.9]]
+    assert ax_acc.collections[0].get_label() == "best 0.9000 (epoch 3)"
+    assert list(ax_lr.lines[0].get_ydata()) == [h["lr"] for h in history]
+    assert ax_lr.get_yscale() == "log"  # the rate spans more than 20x
+    assert fig.get_suptitle() == "Training history (5 epochs)"
 
 
-def test_attention_figures(tmp_path):
+def test_training_curves_say_what_was_not_recorded():
+    fig = P.training_curves([{"epoch": 1, "train_loss": 0.2}])
+    _, ax_acc, ax_lr = fig.axes
+    assert [t.get_text() for t in ax_acc.texts] == ["not recorded"] and not ax_acc.lines
+    assert [t.get_text() for t in ax_lr.texts] == ["not recorded"]
+
+
+def softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def attention():
     rng = np.random.default_rng(0)
     t, heads = 6, 2
+    return {"static_to_dynamic": [softmax(rng.normal(size=(heads, t, t))) for _ in range(2)],
+            "dynamic_to_static": [softmax(rng.normal(size=(heads, t, t))) for _ in range(2)]}
 
-    def softmax(x):
-        e = np.exp(x - x.max(-1, keepdims=True))
-        return e / e.sum(-1, keepdims=True)
 
-    att = {"static_to_dynamic": [softmax(rng.normal(size=(heads, t, t))) for _ in range(2)],
-           "dynamic_to_static": [softmax(rng.normal(size=(heads, t, t))) for _ in range(2)]}
-    P.attention_heads(att, tmp_path / "heads.png", clip_id="abc.001")
-    expect_png(tmp_path / "heads.png", 2.4 * heads + 0.9, 2.5 * 4 + 0.5)
-    entropy = {d: np.stack([M.attention_entropy(w[None]) for w in ws]) for d, ws in att.items()}
-    P.attention_entropy(entropy, {d: t for d in att}, tmp_path / "entropy.png")
-    assert png_size(tmp_path / "entropy.png")[1] == round(3.8 * P.DPI)
-    crops = [rng.integers(0, 256, size=(t, 3, 16, 16), dtype=np.uint8) for _ in range(2)]
-    received = [{d: M.received_attention(ws) for d, ws in att.items()}] * 2
-    P.attention_strip(crops, received, ["abc.001", "abc.002"], tmp_path / "strip.png")
-    expect_png(tmp_path / "strip.png", max(7.5, 1.05 * t + 1.2), 2.6 * 2 + 0.7)
+def test_attention_heads_show_each_map_by_direction_layer_and_head(attention):
+    fig = P.attention_heads(attention, clip_id="abc.001")
+    maps = [ax for ax in fig.axes if ax.images]
+    assert len(maps) == 4 * 2  # (2 directions x 2 layers) rows, 2 heads
+    expected = [(d, layer, h) for d, ws in attention.items() for layer in range(len(ws)) for h in range(2)]
+    for ax, (d, layer, h) in zip(maps, expected):
+        q, k = d.split("_to_")
+        assert ax.get_title() == f"{q}→{k}, layer {layer + 1}, head {h + 1}"
+        assert ax.get_xlabel() == f"{k} token (frame t)"
+        np.testing.assert_array_equal(ax.images[0].get_array(), attention[d][layer][h])
+    vmax = max(float(w.max()) for ws in attention.values() for w in ws)
+    assert {ax.images[0].get_clim() for ax in maps} == {(0, vmax)}  # one colour scale for all maps
+    assert fig.get_suptitle().startswith("Cross-attention per head, clip abc.001")
+
+
+def test_attention_entropy_bars_per_head_against_ln_t(attention):
+    entropy = {d: np.stack([M.attention_entropy(w[None]) for w in ws]) for d, ws in attention.items()}
+    fig = P.attention_entropy(entropy, {d: 6 for d in attention})
+    (ax,) = fig.axes
+    assert bar_heights(ax.containers[0]) == [float(v) for ent in entropy.values() for v in ent.ravel()]
+    assert tick_labels(ax)[:2] == ["static→dynamic\nL1 H1", "static→dynamic\nL1 H2"]
+    assert tick_labels(ax)[4] == "dynamic→static\nL1 H1"
+    assert [line.get_ydata()[0] for line in ax.lines if line.get_label().startswith("uniform")] == [math.log(6)]
+
+
+def test_attention_strip_fades_crops_and_bars_the_received_attention(attention):
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, size=(6, 3, 16, 16), dtype=np.uint8) for _ in range(2)]
+    received = [{d: M.received_attention(ws) for d, ws in attention.items()}, {d: np.full(6, 1 / 6) for d in attention}]
+    fig = P.attention_strip(crops, received, ["abc.001", "abc.002"])
+    strip, bars = fig.axes[0], fig.axes[1]
+    assert strip.get_ylabel() == "abc.001"
+    image = strip.images[0].get_array()
+    pad = 16 // 10
+    shares = np.mean(list(received[0].values()), axis=0)
+    top = int(np.argmax(shares))  # the most attended frame is drawn unfaded
+    x0 = top * (16 + 2 * pad) + pad
+    np.testing.assert_array_equal(image[:, x0:x0 + 16], np.transpose(crops[0][top], (1, 2, 0)))
+    for container, (d, share) in zip(bars.containers, received[0].items()):
+        np.testing.assert_allclose(bar_heights(container), share)
+        assert container.get_label() == f"{d.split('_to_')[1]} token t, queried by {d.split('_to_')[0]}"
+    assert [line.get_ydata()[0] for line in bars.lines] == [1 / 6]
+    assert fig.axes[2].get_ylabel() == "abc.002"

@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bigfive.inference.predictor import ClipPrediction, Predictor
+from bigfive.inference.predictor import Predictor
+from bigfive.inference.results import ClipPrediction
 
 # What the page says while a job is at each step (Predictor.predict's stage names).
 STAGES = {"queued": "waiting for the clip before it", "faces": "finding and tracking the face",

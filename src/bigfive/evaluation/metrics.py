@@ -114,12 +114,6 @@ def summarize(pred: np.ndarray, true: np.ndarray, trait_names: Sequence[str]) ->
     return out
 
 
-def baseline_predictions(train_labels: np.ndarray, n: int) -> np.ndarray:
-    """The train-mean baseline: every clip gets the training split's mean label per trait."""
-    means = np.asarray(train_labels, dtype=np.float64).mean(axis=0)
-    return np.broadcast_to(means, (n, means.shape[0])).copy()
-
-
 def summarize_with_baseline(pred: np.ndarray, true: np.ndarray, trait_names: Sequence[str],
                             baseline_means: np.ndarray | None) -> dict[str, Any]:
     """:func:`summarize` plus the train-mean baseline's figures side by side (``baseline_*`` keys)."""

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bigfive.evaluation.result import primary_split
+
 log = logging.getLogger("bigfive.evaluate")
 
 # MLflow's SQL registry keeps a version description in a VARCHAR(5000) column (PostgreSQL enforces it).
@@ -74,7 +76,7 @@ class CardFacts:
 def card_facts(params: Any, results: dict[str, Any], *, noise_floor: float | None, meta: dict[str, Any] | None,
                run_info: dict[str, Any], tags: dict[str, str], checkpoint: str | Path) -> CardFacts:
     """Collect the card's facts from what ``bigfive evaluate`` has at hand (``results``: split -> EvalResult)."""
-    primary = "test" if "test" in results else list(results)[-1]
+    primary = primary_split(results)
     res = results[primary]
     meta = meta or {}
     counts = meta.get("counts") if isinstance(meta.get("counts"), dict) else {}

@@ -1,8 +1,10 @@
-"""Evaluation figures: one function per figure, each writing one PNG (150 dpi) atomically.
+"""Evaluation figures: one function per figure, returning its :class:`~matplotlib.figure.Figure`;
+:func:`save` writes one as a PNG (150 dpi) atomically.
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state, Agg backend),
-so they can be drawn from any thread and never pile up in memory. Every function takes plain
-numpy arrays and dicts, so the figures can be tested (and regenerated) without a model.
+so they can be drawn from any thread and are freed once unreferenced. Every function takes plain
+numpy arrays and dicts, so the figures can be tested on their data (axes, series, labels) and
+regenerated without a model.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def new_figure(width: float, height: float) -> Figure:
 def save(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as PNG at 150 dpi (pixel size = figsize × 150, no tight cropping)."""
     path = Path(path)
-    with atomic_path(path) as tmp:
+    # under the shared style too: layout and text are finished at draw time, which is here
+    with matplotlib.rc_context(STYLE), atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
     return path
 
@@ -63,8 +66,8 @@ def _pretty(trait: str) -> str:
 
 
 @styled
-def pred_vs_true(pred: np.ndarray, true: np.ndarray, traits: Sequence[str], path: str | Path, *,
-                 baseline_means: np.ndarray | None = None, split: str = "test") -> Path:
+def pred_vs_true(pred: np.ndarray, true: np.ndarray, traits: Sequence[str], *,
+                 baseline_means: np.ndarray | None = None, split: str = "test") -> Figure:
     """One panel per trait: predicted vs true score, identity line, train-mean line, r / CCC / accuracy."""
     from bigfive.evaluation.metrics import accuracy, ccc, pearson
 
@@ -85,12 +88,11 @@ def pred_vs_true(pred: np.ndarray, true: np.ndarray, traits: Sequence[str], path
         if j == 0:
             ax.legend(loc="lower right")
     fig.suptitle(f"Predicted vs true trait scores ({split} split, {len(true)} clips)")
-    return save(fig, path)
+    return fig
 
 
 @styled
-def residuals(pred: np.ndarray, true: np.ndarray, traits: Sequence[str], path: str | Path, *,
-              split: str = "test") -> Path:
+def residuals(pred: np.ndarray, true: np.ndarray, traits: Sequence[str], *, split: str = "test") -> Figure:
     """Per trait: residual histogram (bias) and residual vs true (a negative slope = shrinkage to the mean)."""
     k = len(traits)
     res = pred - true
@@ -113,7 +115,7 @@ def residuals(pred: np.ndarray, true: np.ndarray, traits: Sequence[str], path: s
             bottom.legend(loc="upper right")
         bottom.set(ylim=(-lim, lim), xlabel=f"true {SCORE}", ylabel="residual (score)" if j == 0 else "")
     fig.suptitle(f"Residuals per trait ({split} split): bias (top) and shrinkage toward the mean (bottom)")
-    return save(fig, path)
+    return fig
 
 
 def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -134,8 +136,8 @@ def _trait_key(entry: Mapping[str, Any], trait: str) -> str | None:
 
 
 @styled
-def training_curves(history: Sequence[Mapping[str, Any]], path: str | Path, *, traits: Sequence[str] = (),
-                    baseline_mean_accuracy: float | None = None, loss: str = "l1") -> Path:
+def training_curves(history: Sequence[Mapping[str, Any]], *, traits: Sequence[str] = (),
+                    baseline_mean_accuracy: float | None = None, loss: str = "l1") -> Figure:
     """Losses, validation mean accuracy (per trait thin) and learning rate per epoch from history.json."""
     fig = new_figure(12, 3.6)
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
@@ -176,12 +178,12 @@ def training_curves(history: Sequence[Mapping[str, Any]], path: str | Path, *, t
         if not ax.lines:
             ax.text(0.5, 0.5, "not recorded", transform=ax.transAxes, ha="center", color="0.5")
     fig.suptitle(f"Training history ({len(history)} epochs)")
-    return save(fig, path)
+    return fig
 
 
 @styled
-def accuracy_bars(summary: Mapping[str, Any], traits: Sequence[str], path: str | Path, *,
-                  noise_floor: float | None = None, split: str = "test") -> Path:
+def accuracy_bars(summary: Mapping[str, Any], traits: Sequence[str], *, noise_floor: float | None = None,
+                  split: str = "test") -> Figure:
     """Left: accuracy per trait, model vs train-mean baseline (+ noise floor, bootstrap CI on the mean).
     Right: Pearson r and CCC per trait, where the constant baseline scores 0 by definition."""
     names = [*traits, "mean"]
@@ -221,7 +223,7 @@ def accuracy_bars(summary: Mapping[str, Any], traits: Sequence[str], path: str |
     ax_r.tick_params(axis="x", rotation=25)
     handles = [h for ax in (ax_acc, ax_r) for h in ax.get_legend_handles_labels()[0]]
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
-    return save(fig, path)
+    return fig
 
 
 def _streams(direction: str) -> tuple[str, str]:
@@ -233,7 +235,7 @@ def _streams(direction: str) -> tuple[str, str]:
 
 
 @styled
-def attention_heads(attention: Mapping[str, Sequence[np.ndarray]], path: str | Path, *, clip_id: str = "") -> Path:
+def attention_heads(attention: Mapping[str, Sequence[np.ndarray]], *, clip_id: str = "") -> Figure:
     """Heatmaps for one clip: rows = direction × layer, columns = heads; each row of a map sums to 1."""
     rows = [(d, layer, np.asarray(w)) for d, ws in attention.items() for layer, w in enumerate(ws)]
     heads = max(w.shape[0] for _, _, w in rows)
@@ -259,11 +261,11 @@ def attention_heads(attention: Mapping[str, Sequence[np.ndarray]], path: str | P
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight (row sums to 1)")
     fig.suptitle(f"Cross-attention per head, clip {clip_id}: queries (rows) attend to keys (columns)")
-    return save(fig, path)
+    return fig
 
 
 @styled
-def attention_entropy(entropy: Mapping[str, np.ndarray], key_len: Mapping[str, int], path: str | Path) -> Path:
+def attention_entropy(entropy: Mapping[str, np.ndarray], key_len: Mapping[str, int]) -> Figure:
     """Mean attention entropy per head (nats) against the uniform-attention maximum ln T."""
     labels, values, colors = [], [], []
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
@@ -288,12 +290,12 @@ def attention_entropy(entropy: Mapping[str, np.ndarray], key_len: Mapping[str, i
            title="Attention entropy per head (0 = one frame, ln T = spread evenly), averaged over clips and queries")
     ax.set_xticklabels(labels, fontsize=7)
     ax.legend(loc="upper right")
-    return save(fig, path)
+    return fig
 
 
 @styled
 def attention_strip(crops: Sequence[np.ndarray], received: Sequence[Mapping[str, np.ndarray]],
-                    clip_ids: Sequence[str], path: str | Path) -> Path:
+                    clip_ids: Sequence[str]) -> Figure:
     """Per example clip: its face crops in a row, faded by the attention each frame receives, bars below.
 
     ``crops[i]`` is (T, 3, S, S) uint8; ``received[i]`` maps a direction to the (T,) attention its
@@ -336,11 +338,11 @@ def attention_strip(crops: Sequence[np.ndarray], received: Sequence[Mapping[str,
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), fontsize=7)
     fig.suptitle("Attention each frame receives (crops faded where it is low)")
-    return save(fig, path)
+    return fig
 
 
 @styled
-def group_accuracy(groups: Mapping[str, Any], path: str | Path, *, split: str = "test") -> Path:
+def group_accuracy(groups: Mapping[str, Any], *, split: str = "test") -> Figure:
     """Mean accuracy per demographic group (n in the labels) against the train-mean baseline."""
     attrs = list(groups)
     fig = new_figure(4.2 * len(attrs), 3.6)
@@ -362,5 +364,5 @@ def group_accuracy(groups: Mapping[str, Any], path: str | Path, *, split: str = 
                title=f"{_pretty(attr)} (gap {groups[attr]['accuracy_gap']:.3f})")
     fig.legend(handles=axes[0].get_legend_handles_labels()[0], loc="outside lower center", ncol=2)
     fig.suptitle(f"Mean accuracy per demographic group ({split} split)")
-    return save(fig, path)
+    return fig
 

@@ -16,10 +16,14 @@ def __getattr__(name: str) -> Any:
         from bigfive.inference.predict import predict_videos
 
         return predict_videos
-    if name in ("Predictor", "ClipPrediction"):
-        from bigfive.inference import predictor
+    if name == "Predictor":
+        from bigfive.inference.predictor import Predictor
 
-        return getattr(predictor, name)
+        return Predictor
+    if name == "ClipPrediction":
+        from bigfive.inference.results import ClipPrediction
+
+        return ClipPrediction
     if name == "export_onnx":
         from bigfive.inference.export import export_onnx
 

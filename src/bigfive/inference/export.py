@@ -51,7 +51,7 @@ def _traits_module(net):
     import torch
 
     class Traits(torch.nn.Module):
-        """Only the traits (no attention, no padding mask): the serving signature."""
+        """Only the traits (no attention maps): the serving signature."""
 
         def __init__(self, inner: torch.nn.Module):
             super().__init__()
@@ -87,14 +87,16 @@ def _export_torchscript(module, args, path: Path) -> None:
 
 
 def onnx_parity(path: str | Path, module, static, dynamic) -> float:
-    """Max |onnxruntime - PyTorch| over a batch."""
+    """Max |onnxruntime - PyTorch| over a batch; the PyTorch side is the project's one inference path
+    (:func:`bigfive.models.infer.infer` on the CPU, where the ONNX model runs)."""
     import onnxruntime as ort
     import torch
 
+    from bigfive.models.infer import infer
+
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(["traits"], {"static": static.numpy(), "dynamic": dynamic.numpy()})[0]
-    with torch.inference_mode():
-        want = module(static, dynamic).numpy()
+    want = infer(module, static, dynamic, torch.device("cpu"))[0].numpy()
     if got.shape != want.shape:
         raise RuntimeError(f"ONNX output shape {got.shape} != PyTorch {want.shape}")
     return float(np.max(np.abs(got - want)))

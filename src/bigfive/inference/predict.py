@@ -28,7 +28,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from bigfive.inference.predictor import ClipPrediction, Predictor
+from bigfive.inference.predictor import Predictor
+from bigfive.inference.results import ClipPrediction
 from bigfive.utils.io import write_json, write_text
 
 log = logging.getLogger("bigfive.inference")

@@ -11,67 +11,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from bigfive.data.video import VideoError
+from bigfive.inference.explain import write_figure
 from bigfive.inference.loader import output_labels, preprocess_from_checkpoint, quality_floor
+from bigfive.inference.results import ClipPrediction, Explanation
 from bigfive.models import load_checkpoint, model_from_checkpoint
+from bigfive.models.infer import infer
 from bigfive.preprocess.clip import extract_faces, make_detector
 from bigfive.preprocess.flow import FlowEngine
 from bigfive.utils.device import resolve_device
-
-
-@dataclass
-class ClipPrediction:
-    """The answer for one clip: traits, or ``status='error'`` with ``error`` saying why."""
-
-    clip: str
-    status: str = "ok"  # ok | error
-    traits: dict[str, float] = field(default_factory=dict)
-    detection_rate: float = math.nan
-    mean_confidence: float = math.nan
-    warning: str = ""  # non-empty when face quality is below what the model was trained on
-    notes: str = ""  # preprocessing remarks (short clip, several faces, interpolated boxes, ...)
-    error: str = ""
-    figure: str = ""  # the --explain PNG
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: faces (decode+detect+crop), flow, model
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def record(self) -> dict[str, Any]:
-        """A JSON-ready dict (NaN quality of failed clips becomes null)."""
-        def num(x: float) -> float | None:
-            return None if x != x else round(float(x), 6)
-
-        out: dict[str, Any] = {"clip": self.clip, "status": self.status}
-        if self.ok:
-            out["traits"] = {k: round(v, 6) for k, v in self.traits.items()}
-        out["quality"] = {"detection_rate": num(self.detection_rate), "mean_confidence": num(self.mean_confidence)}
-        out["warning"] = self.warning
-        out["notes"] = self.notes
-        if not self.ok:
-            out["error"] = self.error
-        if self.figure:
-            out["figure"] = self.figure
-        return out
-
-
-@dataclass
-class Explanation:
-    """What the --explain figure shows for one clip."""
-
-    static: np.ndarray  # (T, 3, S, S) uint8 face crops
-    dynamic: np.ndarray  # (T, C, S, S) uint8 quantized flow
-    indices: np.ndarray  # (T,) source frame of each sampled step
-    attention: dict[str, np.ndarray]  # direction -> (T_query, T_key), mean over layers and heads
-    bound: float  # flow quantization bound (px)
 
 
 class Predictor:
@@ -107,19 +60,15 @@ class Predictor:
             raise VideoError(path, faces.reason or "no usable face")
         return np.ascontiguousarray(faces.crops.transpose(0, 3, 1, 2)), self.flow.clip(faces.flow_frames)
 
-    @torch.inference_mode()
     def run_model(self, static: np.ndarray, dynamic: np.ndarray, *, attention: bool = False
                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Traits (outputs,) for one clip's uint8 arrays, and per direction the (T_query, T_key) attention
-        averaged over layers and heads."""
-        s = torch.from_numpy(np.ascontiguousarray(static))[None].to(self.device)
-        d = torch.from_numpy(np.ascontiguousarray(dynamic))[None].to(self.device)
-        if not attention:
-            return self.net(s, d)[0].float().cpu().numpy(), {}
-        traits, att = self.net(s, d, return_attention=True)
+        averaged over layers and heads. Through :func:`bigfive.models.infer.infer`, the one inference path,
+        so a clip's traits here equal its row in ``bigfive evaluate``'s predictions."""
+        traits, att = infer(self.net, static[None], dynamic[None], self.device, return_attention=attention)
         maps = {name: torch.stack([a[0].float() for a in layers]).mean(dim=(0, 1)).cpu().numpy()
                 for name, layers in att.items() if layers}
-        return traits[0].float().cpu().numpy(), maps
+        return traits[0].cpu().numpy(), maps
 
     def predict(self, path: str | Path, *, explain_to: str | Path | None = None,
                 stage: Callable[[str], None] | None = None) -> ClipPrediction:
@@ -166,8 +115,6 @@ class Predictor:
         pred.warning = self.floor.check(pred.detection_rate, pred.mean_confidence)
         pred.timings = {"faces": t1 - t0, "flow": t2 - t1, "model": t3 - t2}
         if explain_to is not None:
-            from bigfive.inference.explain import write_figure
-
             stage("figure")
             exp = Explanation(static, dynamic, np.asarray(faces.indices), attention, self.cfg.flow.bound)
             write_figure(explain_to, pred, exp)

@@ -24,8 +24,9 @@ import pandas as pd
 import torch
 
 from bigfive.models import load_checkpoint, model_from_checkpoint
+from bigfive.models.infer import predict_arrays
 from bigfive.training.tracking import checkpoint_from_uri, is_mlflow_uri, load_checkpoint_any  # noqa: F401 (re-exported)
-from bigfive.utils.device import autocast, resolve_device
+from bigfive.utils.device import resolve_device
 
 SLIM_KEYS = ("model", "model_config", "frames", "flow_channels", "preprocess", "labels", "epoch",
              "best_metric", "params")
@@ -69,24 +70,12 @@ def parse_input(model_input: Any) -> tuple[np.ndarray, np.ndarray]:
     return static, dynamic
 
 
-@torch.inference_mode()
-def predict_arrays(net: torch.nn.Module, static: np.ndarray, dynamic: np.ndarray, device: torch.device,
-                   batch_size: int = 32) -> np.ndarray:
-    """(B, outputs) float32 predictions for uint8 clip arrays, in batches."""
-    net.eval()
-    out = []
-    for i in range(0, len(static), batch_size):
-        s = torch.from_numpy(np.ascontiguousarray(static[i:i + batch_size])).to(device)
-        d = torch.from_numpy(np.ascontiguousarray(dynamic[i:i + batch_size])).to(device)
-        with autocast(device):
-            out.append(net(s, d).float().cpu().numpy())
-    if not out:
-        return np.zeros((0, int(net.config.outputs)), dtype=np.float32)
-    return np.concatenate(out).astype(np.float32)
-
-
 class BigFivePyfunc(mlflow.pyfunc.PythonModel):
-    """``predict(context, {"static": ..., "dynamic": ...})`` -> DataFrame, one column per trait."""
+    """``predict(context, {"static": ..., "dynamic": ...})`` -> DataFrame, one column per trait.
+
+    Batches go through :func:`bigfive.models.infer.predict_arrays`, the project's one inference path, so
+    the served model answers like ``bigfive predict`` and ``bigfive evaluate``.
+    """
 
     def load_context(self, context) -> None:
         self.checkpoint = load_checkpoint(context.artifacts["checkpoint"])
