@@ -40,20 +40,20 @@ def r2_after_training(fusion_name: str, **overrides) -> float:
     torch.manual_seed(0)
     cfg = dataclasses.replace(ModelConfig(), fusion=fusion_name, embed_dim=D, heads=2, dropout=0.0, **overrides)
     fusion = build_fusion(cfg, T)
-    head = nn.Sequential(nn.Linear(fusion.out_dim, 32), nn.GELU(), nn.Linear(32, 1))
+    head = nn.Sequential(nn.Linear(fusion.out_dims[0], 32), nn.GELU(), nn.Linear(32, 1))
     params = [*fusion.parameters(), *head.parameters()]
     opt = torch.optim.Adam(params, lr=1e-2)
     gen = torch.Generator().manual_seed(1)
     for _ in range(STEPS):
         s, d, y = batch(64, gen)
-        fused, _ = fusion(s, d, None)
+        (fused,), _ = fusion(s, d)
         loss = nn.functional.mse_loss(head(fused), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
     s, d, y = batch(2000, torch.Generator().manual_seed(2))
     with torch.no_grad():
-        pred = head(fusion(s, d, None)[0])
+        pred = head(fusion(s, d)[0][0])
     return float(1 - ((pred - y) ** 2).mean() / y.var())
 
 

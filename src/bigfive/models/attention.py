@@ -42,22 +42,20 @@ class CrossAttention(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.time_bias = RelativeTimeBias(heads, frames, bias_init) if time_bias else None
 
-    def forward(self, query: torch.Tensor, context: torch.Tensor,
-                key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, query: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, tq, d = query.shape
         tk = context.shape[1]
         hd = d // self.heads
         q = self.q(query).view(b, tq, self.heads, hd).transpose(1, 2)
         k, v = self.kv(context).view(b, tk, 2, self.heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
-        # logits and softmax in float32 even under bf16 autocast: the mask value and the +6 bias need range
-        logits = (q @ k.transpose(-2, -1)).float() * self.scale
-        if self.time_bias is not None:
-            logits = logits + self.time_bias()
-        if key_mask is not None:
-            # the most negative finite float instead of -inf: masked keys still get exactly zero
-            # weight (exp underflows), but a clip with every frame missing gets uniform weights, not NaN
-            logits = logits.masked_fill(key_mask[:, None, None, :], torch.finfo(torch.float32).min)
-        attn = logits.softmax(dim=-1)
+        # Logits and softmax in float32 even under bf16 autocast, which would run q @ kT in bf16 and round
+        # each logit to 8 significant bits (steps of 1/32 between 4 and 8: softmax weights off by up to
+        # 1.6 %). Without autocast (CPU) q and k are float32 already and nothing changes.
+        with torch.autocast(query.device.type, enabled=False):
+            logits = (q.float() @ k.float().transpose(-2, -1)) * self.scale
+            if self.time_bias is not None:
+                logits = logits + self.time_bias()
+            attn = logits.softmax(dim=-1)
         y = self.drop(attn).to(v.dtype) @ v
         return self.out(y.transpose(1, 2).reshape(b, tq, d)), attn
 
@@ -79,10 +77,7 @@ class SameTimeMix(nn.Module):
         self.shift = shift % frames
         self.register_buffer("weights", torch.eye(frames).roll(self.shift, dims=1), persistent=False)
 
-    def forward(self, query: torch.Tensor, context: torch.Tensor,
-                key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if key_mask is not None:  # a missing context frame contributes nothing (attention would give it 0 weight)
-            context = context.masked_fill(key_mask[..., None], 0.0)
+    def forward(self, query: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.out(self.v(context.roll(-self.shift, dims=1) if self.shift else context))
         return y, self.weights.expand(query.shape[0], 1, -1, -1)
 
@@ -131,8 +126,7 @@ class CrossBlock(nn.Module):
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = FEED_FORWARDS[ff](dim, ff_mult, dropout)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor,
-                key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        y, attn = self.attn(self.norm_q(x), self.norm_kv(context), key_mask)
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y, attn = self.attn(self.norm_q(x), self.norm_kv(context))
         x = x + self.drop(y)
         return x + self.ff(self.norm_ff(x)), attn

@@ -1,7 +1,11 @@
-"""Fusion variants: (static tokens, dynamic tokens, padding mask) -> pooled vector(s) for the head.
+"""Fusion variants: static tokens s (B, T, D) and dynamic tokens d (B, T, D) -> pooled vectors for the head(s).
 
-Every variant sees the same stream tokens and feeds the same MLP head type, so an ablation
-compares fusion alone. ``late`` returns one vector per stream (each gets its own head).
+One class per ``model.fusion`` name (``FUSIONS``), built as ``cls(cfg, frames)`` from the model
+config, and every one returns the same thing, ``(pooled, attention)``: ``pooled`` is a tuple of one
+(B, out_dim) vector per prediction head (``out_dims``: one head, or two for ``late``, one per stream),
+``attention`` maps a direction to one (B, heads, T, T) map per layer (empty when nothing attends).
+Every variant sees the same stream tokens and feeds the same MLP head type, so an ablation compares
+fusion alone.
 
 Three ingredients separate the fusions (docs/ablation.md):
 - *when* the streams meet: per time step, before temporal pooling (cross_attention, framewise*)
@@ -13,102 +17,171 @@ Three ingredients separate the fusions (docs/ablation.md):
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 from torch import nn
 
+from bigfive.config.base import ConfigError
+from bigfive.config.model import ModelConfig
 from bigfive.models.attention import CrossAttention, CrossBlock, SameTimeMix
 
 STATIC_TO_DYNAMIC = "static_to_dynamic"  # static tokens query dynamic ones
 DYNAMIC_TO_STATIC = "dynamic_to_static"
 
-
-def masked_mean(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean over time of (B, T, D) tokens, ignoring steps where ``mask`` (B, T) is True."""
-    if mask is None:
-        return tokens.mean(dim=1)
-    keep = (~mask).to(tokens.dtype).unsqueeze(-1)
-    return (tokens * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
+Attention = dict[str, list[torch.Tensor]]  # direction -> one (B, heads, T_query, T_key) map per layer
+Pooled = tuple[torch.Tensor, ...]  # one (B, out_dims[i]) vector per prediction head
 
 
-class CrossAttentionFusion(nn.Module):
-    """Learned temporal positions, then ``layers`` co-attention layers in the chosen direction(s).
+class BaseFusion(nn.Module):
+    """``fusion(s, d) -> (pooled, attention)``; ``s`` or ``d`` is None for the single-stream variants."""
 
-    Bidirectional layers update both streams from the previous layer's tokens (co-attention);
-    the pooled tokens of both streams are concatenated. ``make_mix()`` builds each block's mixing
-    layer: learned cross-attention for the model, a fixed same-time (or shifted) map for the
-    framewise controls, which are otherwise this exact module.
+    out_dims: tuple[int, ...]  # width of each pooled vector, one per head
+
+
+class PerStepFusion(BaseFusion):
+    """Learned temporal positions, then ``cfg.layers`` blocks per direction that mix the streams per time step.
+
+    Bidirectional layers update both streams from the previous layer's tokens (co-attention); the
+    normalised tokens of both streams are mean-pooled over time and concatenated. The subclasses
+    differ only in each block's mixing layer (``make_mix``).
     """
 
-    def __init__(self, dim: int, frames: int, layers: int, ff_mult: int, dropout: float, direction: str,
-                 make_mix: Callable[[], nn.Module], ff: str = "gelu"):
+    def __init__(self, cfg: ModelConfig, frames: int):
         super().__init__()
-        self.directions = [d for d in (STATIC_TO_DYNAMIC, DYNAMIC_TO_STATIC) if direction in (d, "bidirectional")]
-        self.layers = layers
+        dim = cfg.embed_dim
+        self.directions = [d for d in (STATIC_TO_DYNAMIC, DYNAMIC_TO_STATIC) if cfg.direction in (d, "bidirectional")]
+        self.layers = cfg.layers
         self.pos_static = nn.Parameter(torch.randn(1, frames, dim) * 0.02)
         self.pos_dynamic = nn.Parameter(torch.randn(1, frames, dim) * 0.02)
 
-        def stack() -> nn.ModuleList:
-            return nn.ModuleList(CrossBlock(dim, make_mix(), ff_mult, dropout, ff) for _ in range(layers))
+        def stack() -> nn.ModuleList:  # make_mix() runs before its block's layers: the order weights are drawn in
+            return nn.ModuleList(CrossBlock(dim, self.make_mix(cfg, frames), cfg.ff_mult, cfg.dropout, cfg.ff)
+                                 for _ in range(cfg.layers))
 
         self.blocks = nn.ModuleDict({d: stack() for d in self.directions})
         self.norm = nn.LayerNorm(dim)
-        self.out_dim = 2 * dim
+        self.out_dims = (2 * dim,)
 
-    def forward(self, s: torch.Tensor, d: torch.Tensor, mask: torch.Tensor | None):
+    @staticmethod
+    def make_mix(cfg: ModelConfig, frames: int) -> nn.Module:
+        raise NotImplementedError
+
+    def forward(self, s: torch.Tensor, d: torch.Tensor) -> tuple[Pooled, Attention]:
         s, d = s + self.pos_static, d + self.pos_dynamic
-        attention: dict[str, list[torch.Tensor]] = {name: [] for name in self.directions}
+        attention: Attention = {name: [] for name in self.directions}
         for i in range(self.layers):
             s_new, d_new = s, d
             if STATIC_TO_DYNAMIC in self.blocks:
-                s_new, a = self.blocks[STATIC_TO_DYNAMIC][i](s, d, mask)
+                s_new, a = self.blocks[STATIC_TO_DYNAMIC][i](s, d)
                 attention[STATIC_TO_DYNAMIC].append(a)
             if DYNAMIC_TO_STATIC in self.blocks:
-                d_new, a = self.blocks[DYNAMIC_TO_STATIC][i](d, s, mask)
+                d_new, a = self.blocks[DYNAMIC_TO_STATIC][i](d, s)
                 attention[DYNAMIC_TO_STATIC].append(a)
             s, d = s_new, d_new
-        fused = torch.cat([masked_mean(self.norm(s), mask), masked_mean(self.norm(d), mask)], dim=-1)
-        return fused, attention
+        return (torch.cat([self.norm(s).mean(dim=1), self.norm(d).mean(dim=1)], dim=-1),), attention
 
 
-class PooledFusion(nn.Module):
-    """concat | sum | gated | late | static_only | dynamic_only over masked-mean pooled tokens."""
+class CrossAttentionFusion(PerStepFusion):
+    """The model: learned multi-head cross-attention, with the relative-time bias when ``cfg.time_bias``."""
 
-    def __init__(self, kind: str, dim: int):
+    @staticmethod
+    def make_mix(cfg: ModelConfig, frames: int) -> nn.Module:
+        return CrossAttention(cfg.embed_dim, cfg.heads, frames, cfg.dropout, cfg.time_bias, cfg.time_bias_init)
+
+
+class FramewiseFusion(PerStepFusion):
+    """Control for learned attention: step t takes the other stream's step t through fixed weights."""
+
+    @staticmethod
+    def make_mix(cfg: ModelConfig, frames: int) -> nn.Module:
+        return SameTimeMix(cfg.embed_dim, frames, shift=0)
+
+
+class FramewiseShiftedFusion(PerStepFusion):
+    """Control for alignment: step t takes the other stream's step t + T/2 (cyclic) through fixed weights."""
+
+    @staticmethod
+    def make_mix(cfg: ModelConfig, frames: int) -> nn.Module:
+        return SameTimeMix(cfg.embed_dim, frames, shift=frames // 2)
+
+
+# The pooled fusions meet the streams after a mean over time (the ``frames`` argument is unused).
+
+class ConcatFusion(BaseFusion):
+    def __init__(self, cfg: ModelConfig, frames: int):
         super().__init__()
-        self.kind = kind
-        self.gate = nn.Linear(2 * dim, dim) if kind == "gated" else None
-        self.out_dim = 2 * dim if kind == "concat" else dim
+        self.out_dims = (2 * cfg.embed_dim,)
 
-    def forward(self, s: torch.Tensor | None, d: torch.Tensor | None, mask: torch.Tensor | None):
-        ps = masked_mean(s, mask) if s is not None else None
-        pd = masked_mean(d, mask) if d is not None else None
-        if self.kind == "concat":
-            return torch.cat([ps, pd], dim=-1), {}
-        if self.kind == "sum":
-            return ps + pd, {}
-        if self.kind == "gated":  # per-feature convex mix, conditioned on both streams
-            g = torch.sigmoid(self.gate(torch.cat([ps, pd], dim=-1)))
-            return g * ps + (1 - g) * pd, {}
-        if self.kind == "late":
-            return (ps, pd), {}
-        return (ps if self.kind == "static_only" else pd), {}
+    def forward(self, s: torch.Tensor, d: torch.Tensor) -> tuple[Pooled, Attention]:
+        return (torch.cat([s.mean(dim=1), d.mean(dim=1)], dim=-1),), {}
 
 
-# Per-time-step fusions: name -> the mixing layer of each block, from (model config, T).
-MIXERS: dict[str, Callable[[Any, int], nn.Module]] = {
-    "cross_attention": lambda cfg, t: CrossAttention(cfg.embed_dim, cfg.heads, t, cfg.dropout, cfg.time_bias,
-                                                     cfg.time_bias_init),
-    "framewise": lambda cfg, t: SameTimeMix(cfg.embed_dim, t, shift=0),
-    "framewise_shifted": lambda cfg, t: SameTimeMix(cfg.embed_dim, t, shift=t // 2),
+class SumFusion(BaseFusion):
+    def __init__(self, cfg: ModelConfig, frames: int):
+        super().__init__()
+        self.out_dims = (cfg.embed_dim,)
+
+    def forward(self, s: torch.Tensor, d: torch.Tensor) -> tuple[Pooled, Attention]:
+        return (s.mean(dim=1) + d.mean(dim=1),), {}
+
+
+class GatedFusion(BaseFusion):
+    """Per-feature convex mix of the pooled streams, the gate conditioned on both."""
+
+    def __init__(self, cfg: ModelConfig, frames: int):
+        super().__init__()
+        self.gate = nn.Linear(2 * cfg.embed_dim, cfg.embed_dim)
+        self.out_dims = (cfg.embed_dim,)
+
+    def forward(self, s: torch.Tensor, d: torch.Tensor) -> tuple[Pooled, Attention]:
+        ps, pd = s.mean(dim=1), d.mean(dim=1)
+        g = torch.sigmoid(self.gate(torch.cat([ps, pd], dim=-1)))
+        return (g * ps + (1 - g) * pd,), {}
+
+
+class LateFusion(BaseFusion):
+    """No fusion inside the network: one vector per stream, each for its own head (the predictions are averaged)."""
+
+    def __init__(self, cfg: ModelConfig, frames: int):
+        super().__init__()
+        self.out_dims = (cfg.embed_dim, cfg.embed_dim)
+
+    def forward(self, s: torch.Tensor, d: torch.Tensor) -> tuple[Pooled, Attention]:
+        return (s.mean(dim=1), d.mean(dim=1)), {}
+
+
+class StaticOnlyFusion(BaseFusion):
+    """Ablation: the static stream alone (the network builds no dynamic stream, ``d`` is None)."""
+
+    def __init__(self, cfg: ModelConfig, frames: int):
+        super().__init__()
+        self.out_dims = (cfg.embed_dim,)
+
+    def forward(self, s: torch.Tensor, d: None) -> tuple[Pooled, Attention]:
+        return (s.mean(dim=1),), {}
+
+
+class DynamicOnlyFusion(BaseFusion):
+    """Ablation: the dynamic stream alone (the network builds no static stream, ``s`` is None)."""
+
+    def __init__(self, cfg: ModelConfig, frames: int):
+        super().__init__()
+        self.out_dims = (cfg.embed_dim,)
+
+    def forward(self, s: None, d: torch.Tensor) -> tuple[Pooled, Attention]:
+        return (d.mean(dim=1),), {}
+
+
+FUSIONS: dict[str, type[BaseFusion]] = {
+    "cross_attention": CrossAttentionFusion, "framewise": FramewiseFusion, "framewise_shifted": FramewiseShiftedFusion,
+    "concat": ConcatFusion, "sum": SumFusion, "gated": GatedFusion, "late": LateFusion,
+    "static_only": StaticOnlyFusion, "dynamic_only": DynamicOnlyFusion,
 }
+# The fusions that meet the streams per time step: the only ones where model.direction means something.
+PER_STEP = frozenset(name for name, cls in FUSIONS.items() if issubclass(cls, PerStepFusion))
 
 
-def build_fusion(cfg, frames: int) -> nn.Module:
-    if cfg.fusion in MIXERS:
-        mixer = MIXERS[cfg.fusion]
-        return CrossAttentionFusion(cfg.embed_dim, frames, cfg.layers, cfg.ff_mult, cfg.dropout, cfg.direction,
-                                    lambda: mixer(cfg, frames), cfg.ff)
-    return PooledFusion(cfg.fusion, cfg.embed_dim)
+def build_fusion(cfg: ModelConfig, frames: int) -> BaseFusion:
+    """The ``cfg.fusion`` variant for T=``frames`` tokens per stream."""
+    if cfg.fusion not in FUSIONS:
+        raise ConfigError("model.fusion", f"unknown fusion {cfg.fusion!r}; one of {', '.join(FUSIONS)}")
+    return FUSIONS[cfg.fusion](cfg, frames)

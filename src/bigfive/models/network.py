@@ -24,11 +24,12 @@ class Head(nn.Sequential):
 
 
 class TwoStreamNet(nn.Module):
-    """``net(static, dynamic, padding_mask=None, return_attention=False)``.
+    """``net(static, dynamic, return_attention=False)``.
 
-    static (B, T, 3, S, S) and dynamic (B, T, C, S, S), uint8 (or float on the same 0..255 scale);
-    padding_mask (B, T) bool, True where a frame is missing. Returns (B, outputs) in [0, 1], or
-    (traits, attention) with attention: direction -> one (B, heads, T_query, T_key) tensor per layer.
+    static (B, T, 3, S, S) and dynamic (B, T, C, S, S), uint8 (or float on the same 0..255 scale).
+    Returns (B, outputs) in [0, 1], or (traits, attention) with attention: direction -> one
+    (B, heads, T_query, T_key) tensor per layer. There is no padding mask: every sampled frame has a
+    real crop (the faces stage interpolates the box of a frame without a detection, docs/model.md).
     """
 
     def __init__(self, cfg: ModelConfig, frames: int, flow_channels: int):
@@ -43,31 +44,26 @@ class TwoStreamNet(nn.Module):
         self.dynamic = (DynamicStream(cfg.dynamic_backbone, flow_channels, frames, cfg.dynamic_width, cfg.embed_dim)
                         if uses_dynamic else None)
         self.fusion = build_fusion(cfg, frames)
-        if cfg.fusion == "late":
-            self.head = Head(cfg.embed_dim, cfg.head_hidden, cfg.outputs, cfg.dropout)
-            self.head_dynamic = Head(cfg.embed_dim, cfg.head_hidden, cfg.outputs, cfg.dropout)
-        else:
-            self.head = Head(self.fusion.out_dim, cfg.head_hidden, cfg.outputs, cfg.dropout)
-            self.head_dynamic = None
+        # one head per pooled vector; a second one (late fusion, per stream) keeps its checkpoint name
+        dims = self.fusion.out_dims
+        self.head = Head(dims[0], cfg.head_hidden, cfg.outputs, cfg.dropout)
+        self.head_dynamic = Head(dims[1], cfg.head_hidden, cfg.outputs, cfg.dropout) if len(dims) > 1 else None
         to_channels_last(self)
 
-    def forward(self, static: torch.Tensor, dynamic: torch.Tensor, padding_mask: torch.Tensor | None = None,
-                return_attention: bool = False):
+    def forward(self, static: torch.Tensor, dynamic: torch.Tensor, return_attention: bool = False):
         t = static.shape[1]
         if t != self.frames or dynamic.shape[1] != self.frames:  # shape-only check: a guard under compile/export
             raise ValueError(f"model was built for T={self.frames} frames, got static T={t}, "
                              f"dynamic T={dynamic.shape[1]}")
         s = self.static(static) if self.static is not None else None
         d = self.dynamic(dynamic) if self.dynamic is not None else None
-        fused, attention = self.fusion(s, d, padding_mask)
+        pooled, attention = self.fusion(s, d)
         # The head runs in fp32 even under bf16 autocast: bf16 rounds sigmoid outputs in steps of ~0.003,
         # which flattens small trait differences (and can make a column constant, so its r is undefined).
         with torch.autocast(static.device.type, enabled=False):
+            traits = torch.sigmoid(self.head(pooled[0].float()))
             if self.head_dynamic is not None:  # late fusion: average the per-stream predictions
-                traits = 0.5 * (torch.sigmoid(self.head(fused[0].float()))
-                                + torch.sigmoid(self.head_dynamic(fused[1].float())))
-            else:
-                traits = torch.sigmoid(self.head(fused.float()))
+                traits = 0.5 * (traits + torch.sigmoid(self.head_dynamic(pooled[1].float())))
         return (traits, attention) if return_attention else traits
 
 
