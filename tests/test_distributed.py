@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from conftest import HANG_S
+from synth_features import write_features
 
 from bigfive.models import load_checkpoint, model_from_checkpoint
+from bigfive.models.infer import predict_arrays
 from bigfive.training.data import split_indices
-from bigfive.training.pyfunc import predict_arrays
-from bigfive.training.synthetic import write_features
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

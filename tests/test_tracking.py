@@ -11,22 +11,23 @@ import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
+from synth_features import write_features
 
 from bigfive import TRAITS
 from bigfive.config import Params, replace
 from bigfive.models import load_checkpoint, model_from_checkpoint
+from bigfive.models.infer import predict_arrays
 from bigfive.training import fit
 from bigfive.training.data import load_split
 from bigfive.training.loop import warm_start
-from bigfive.training.pyfunc import load_predictor, predict_arrays
-from bigfive.training.synthetic import write_features
+from bigfive.training.pyfunc import load_predictor
+from bigfive.training.registry import FINGERPRINT_TAG, NOT_PROMOTED_TAG, promote_champion
 from bigfive.training.tracking import (
     absolute_sqlite,
     artifact_location,
     checkpoint_from_uri,
     dvc_lock_hash,
     params_for_mlflow,
-    promote_champion,
 )
 
 NAME = "bigfive-test"
@@ -102,17 +103,60 @@ def test_model_is_registered_and_becomes_champion(run):
 def test_champion_moves_only_to_a_better_version(run):
     client = MlflowClient()
     source = client.get_model_version(NAME, "1").source
+    same = client.get_model_version(NAME, "1").tags[FINGERPRINT_TAG]
     worse = client.create_model_version(NAME, source, run_id=run.run_id)
-    moved, holder = promote_champion(NAME, worse.version, run.best_val_mean_accuracy - 0.01, client=client)
+    moved, holder = promote_champion(NAME, worse.version, run.best_val_mean_accuracy - 0.01, fingerprint=same,
+                                     client=client)
     assert not moved and holder == "1"
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
     equal = client.create_model_version(NAME, source, run_id=run.run_id)
-    assert promote_champion(NAME, equal.version, run.best_val_mean_accuracy, client=client) == (False, "1")
+    assert promote_champion(NAME, equal.version, run.best_val_mean_accuracy, fingerprint=same,
+                            client=client) == (False, "1")
     better = client.create_model_version(NAME, source, run_id=run.run_id)
-    moved, holder = promote_champion(NAME, better.version, run.best_val_mean_accuracy + 0.01, client=client)
+    moved, holder = promote_champion(NAME, better.version, run.best_val_mean_accuracy + 0.01, fingerprint=same,
+                                     client=client)
     assert moved and holder == str(better.version)
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == str(better.version)
+    assert NOT_PROMOTED_TAG not in client.get_model_version(NAME, better.version).tags
     client.set_registered_model_alias(NAME, "champion", "1")  # leave v1 as champion for the other tests
+
+
+def test_champion_guard_keeps_the_alias_on_other_features(run, store, tmp_path):
+    """A better validation number on other data (here: other clips, and other T) never takes the alias."""
+    client = MlflowClient()
+    v1 = client.get_model_version(NAME, "1").tags
+    assert v1[FINGERPRINT_TAG].startswith(run_features_hash(run)) and " T=4 S=32 flow=" in v1[FINGERPRINT_TAG]
+    other = write_features(tmp_path / "other", n=24, frames=6, size=32, channels=2, seed=7)
+    second = fit(tiny_params(), features_dir=other, output_dir=tmp_path / "models", run_name="other-data")
+    assert second.model_version is not None and not second.champion_moved
+    tags = client.get_model_version(NAME, second.model_version).tags
+    assert tags[FINGERPRINT_TAG] != v1[FINGERPRINT_TAG] and " T=6 " in tags[FINGERPRINT_TAG]
+    assert "trained on other features than @champion v1" in tags[NOT_PROMOTED_TAG]
+    # the guard does not look at the numbers: even a perfect score on other data does not move the alias
+    assert promote_champion(NAME, second.model_version, 1.0, fingerprint=tags[FINGERPRINT_TAG],
+                            client=client) == (False, "1")
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+    info = json.loads((tmp_path / "models" / "run.json").read_text())
+    assert info["champion_version"] == "1" and not info["champion_moved"]
+
+
+def test_champion_guard_refuses_a_holder_without_fingerprint(run, store):
+    """A holder registered before the guard has unknown data: the alias stays until a person moves it."""
+    client = MlflowClient()
+    source = client.get_model_version(NAME, "1").source
+    legacy = client.create_model_version(NAME, source, run_id=run.run_id)
+    client.set_registered_model_alias(NAME, "champion", legacy.version)  # no fingerprint tag on it
+    try:
+        newer = client.create_model_version(NAME, source, run_id=run.run_id)
+        fp = client.get_model_version(NAME, "1").tags[FINGERPRINT_TAG]
+        assert promote_champion(NAME, newer.version, 1.0, fingerprint=fp, client=client) == (False, str(legacy.version))
+        assert "has no features_fingerprint tag" in client.get_model_version(NAME, newer.version).tags[NOT_PROMOTED_TAG]
+    finally:
+        client.set_registered_model_alias(NAME, "champion", "1")
+
+
+def run_features_hash(run) -> str:
+    return MlflowClient().get_run(run.run_id).data.tags["features_hash"]
 
 
 def test_pyfunc_predicts_like_the_checkpoint(run, features):

@@ -8,30 +8,42 @@ Reusable API (tuning, ablation)::
                  register=False, on_epoch=lambda epoch, metrics: ...)
     result.best_val_mean_accuracy, result.history, result.run_id, result.best_checkpoint
 
+The keyword options are :class:`FitOptions`. ``fit`` reads as a short story: :func:`_setup` builds
+everything an epoch needs (a :class:`Session`), :func:`_run_epochs` trains and validates, and
+:func:`_finish` writes the analysis and run record and registers the model. MLflow lives in
+:mod:`~bigfive.training.run_tracker`, the registry and champion alias in
+:mod:`~bigfive.training.registry`, RNG state in :mod:`~bigfive.training.rng`.
+
 - ``on_epoch(epoch, metrics)`` runs after each validation (epoch is 1-based; metrics hold
   ``val_mean_accuracy``, ``val_loss``, ``train_loss``, ``val_acc_<trait>``, ``lr``, timings). An
   exception from it (``optuna.TrialPruned``) propagates after ``last.pt`` is written and the MLflow
   run is ended as KILLED (FAILED for other errors).
 - ``nested=True`` inside an active MLflow run starts a child run (an active run always gets one).
 - ``register=True`` logs the best checkpoint as pyfunc ``model``, registers it as
-  ``tracking.registered_model`` and moves the champion alias only if it is better.
+  ``tracking.registered_model`` and moves the champion alias only if it is better on the same features.
 - ``resume=True`` continues from ``<output_dir>/last.pt`` (same MLflow run) and reproduces the
   uninterrupted run exactly on CPU; ``init_from`` warm-starts from a checkpoint path or MLflow URI.
 
 Determinism: the model is initialised from ``train.seed``; shuffling uses ``seed + epoch``;
 augmentation draws per clip from ``(seed, epoch, row)``; dropout uses the global torch RNG, whose
 state (with numpy's and Python's) is saved in every checkpoint. On CPU
-``torch.use_deterministic_algorithms(True)`` is on while ``fit`` runs (``train.deterministic``).
+``torch.use_deterministic_algorithms(True)`` is on while ``fit`` runs (``train.deterministic``); on
+CUDA it only warns where a kernel has no deterministic version.
+
+GPU path: a training step never waits for the GPU (no per-step synchronisation or ``.item()``);
+the epoch synchronises once before its clock stops, so ``compute_s`` is the GPU's time, not the
+launch queue's. Batches come from ``train.num_workers`` DataLoader workers over the memmaps, pinned
+and copied asynchronously when the device is CUDA.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
-import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,11 +51,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.deterministic
 from torch import nn
 
 from bigfive import ALL_LABELS, __version__
 from bigfive.config import Params, to_dict
+from bigfive.config.train import TrainConfig
 from bigfive.models import build_model, checkpoint_state, load_checkpoint
+from bigfive.models.infer import infer
 from bigfive.training import distributed as dist
 from bigfive.training.analysis import RunContext, analyse, to_markdown, write_report
 from bigfive.training.callbacks import (
@@ -62,6 +77,8 @@ from bigfive.training.callbacks import (
     TrainState,
 )
 from bigfive.training.data import ClipDataset, EpochSampler, TrainData, check_labels, from_features_dir, make_loader
+from bigfive.training.rng import rng_state, seed_everything, set_rng_state
+from bigfive.training.run_tracker import RunTracker, default_run_name, features_tags, run_tags
 from bigfive.training.schedule import warmup_cosine
 from bigfive.utils.device import autocast, resolve_device
 from bigfive.utils.io import write_json
@@ -70,6 +87,24 @@ from bigfive.utils.progress import progress
 log = logging.getLogger("bigfive.training")
 
 MONITOR = "val_mean_accuracy"
+
+
+@dataclass
+class FitOptions:
+    """What a caller of ``fit`` may choose besides ``params`` (all keyword arguments of ``fit``)."""
+
+    features_dir: str | Path | None = None  # default: preprocess.features_dir
+    output_dir: str | Path | None = None  # default: train.models_dir
+    experiment: str | None = None  # default: tracking.experiment (or the active parent run's)
+    run_name: str | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+    nested: bool = False
+    register: bool = True
+    on_epoch: Callable[[int, dict], None] | None = None
+    resume: bool = False
+    init_from: str | None = None
+    data: TrainData | None = None  # replaces features_dir (direct entry)
+    callbacks: list[Callback] = field(default_factory=list)  # run after the built-in ones, before on_epoch
 
 
 @dataclass
@@ -89,42 +124,32 @@ class FitResult:
     epochs_to_interaction: int | None = None  # first epoch at train.interaction_threshold (None: never)
 
 
+@dataclass
+class Session:
+    """Everything one ``fit`` builds before its first epoch."""
+
+    params: Params
+    data: TrainData
+    out: Path
+    info: dist.DistInfo
+    device: torch.device
+    tracker: RunTracker
+    model: nn.Module  # the plain module; train_net/eval_net may wrap it (DDP, compile)
+    train_net: nn.Module
+    eval_net: nn.Module
+    train_ds: ClipDataset
+    train_loader: Any
+    val_loader: Any
+    state: TrainState
+    callbacks: CallbackList | None = None
+    features: dict[str, str] = field(default_factory=dict)  # features_hash and its source
+    run_id: str | None = None
+    ranks: dict[str, Any] = field(default_factory=dict)
+
+
 def first_epoch_reaching(history: list[dict[str, float]], key: str, threshold: float) -> int | None:
     """The first epoch whose ``key`` is at least ``threshold``, or None if no epoch reaches it."""
     return next((int(row["epoch"]) for row in history if row.get(key, -math.inf) >= threshold), None)
-
-
-# ---------------------------------------------------------------------------------------- RNG state
-def rng_state() -> dict[str, Any]:
-    """Global RNG states as tensors and plain lists/ints (torch.load(weights_only=True) reads them)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (global state libraries use)
-    py_version, py_state, py_gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"name": str(name), "keys": [int(k) for k in keys], "pos": int(pos), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached)},
-        "python": {"version": int(py_version), "state": [int(v) for v in py_state], "gauss_next": py_gauss},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], np.asarray(n["keys"], dtype=np.uint32), n["pos"],  # noqa: NPY002
-                         n["has_gauss"], n["cached_gaussian"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 (seeds the legacy global state libraries use)
-    torch.manual_seed(seed)
 
 
 # ------------------------------------------------------------------------------------- model setup
@@ -169,6 +194,28 @@ def _set_deterministic(mode: bool, *, warn_only: bool, compiled: bool) -> None:
         setter(mode, warn_only=warn_only)
 
 
+@contextlib.contextmanager
+def deterministic(tc: TrainConfig, device: torch.device) -> Iterator[None]:
+    """``train.deterministic`` while the block runs, restoring the previous settings afterwards.
+
+    Deterministic mode also makes torch fill every new uninitialised tensor with NaN, a debugging
+    aid that no kernel here needs (they write before they read): it was 6-15 % of a CPU training
+    step and nearly all of the mode's cost (results/train_throughput.json), so it is switched off.
+    """
+    fill = torch.utils.deterministic
+    previous, previous_fill = torch.are_deterministic_algorithms_enabled(), fill.fill_uninitialized_memory
+    if tc.deterministic and not previous:
+        # CUDA kernels may lack deterministic versions: warn there instead of failing
+        _set_deterministic(True, warn_only=device.type == "cuda", compiled=tc.compile)
+        fill.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        fill.fill_uninitialized_memory = previous_fill
+        if torch.are_deterministic_algorithms_enabled() != previous:
+            _set_deterministic(previous, warn_only=False, compiled=tc.compile)
+
+
 def loss_fn(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     return F.l1_loss if kind == "l1" else F.mse_loss
 
@@ -186,14 +233,14 @@ def train_epoch(net: nn.Module, loader, state: TrainState, callbacks: Callback, 
     bar = progress(total=len(loader.sampler), desc=f"epoch {state.epoch}/{state.epochs}", leave=False,
                    disable=not info.is_main)
     it = iter(loader)
+    start = time.perf_counter()
     while True:
         t0 = time.perf_counter()
         try:
             static, dynamic, y, idx = next(it)
         except StopIteration:
             break
-        t1 = time.perf_counter()
-        timing.data_s += t1 - t0
+        timing.data_s += time.perf_counter() - t0
         static, dynamic = static.to(device, non_blocking=True), dynamic.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         with autocast(device):
@@ -205,10 +252,7 @@ def train_epoch(net: nn.Module, loader, state: TrainState, callbacks: Callback, 
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         state.optimizer.step()
         state.scheduler.step()
-        loss_sum += loss.detach().double() * len(y)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)  # so compute time is the GPU's, not the launch queue's
-        timing.compute_s += time.perf_counter() - t1
+        loss_sum += loss.detach().double() * len(y)  # stays on the device: no per-step wait
         seen += len(y)
         rows.extend(int(i) for i in idx)
         state.step += 1
@@ -216,13 +260,15 @@ def train_epoch(net: nn.Module, loader, state: TrainState, callbacks: Callback, 
         callbacks.on_batch_end(state)
         bar.update(len(y))
     bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # once per epoch, so compute time is the GPU's, not the launch queue's
+    timing.compute_s += time.perf_counter() - start - timing.data_s
     totals = dist.all_reduce_sum(torch.stack([loss_sum.cpu(), torch.tensor(float(seen), dtype=torch.float64)]), info)
     timing.samples = int(totals[1].item())
     return float(totals[0] / max(totals[1], 1)), rows
 
 
-@torch.inference_mode()
-def evaluate(net: nn.Module, loader, device: torch.device, outputs: int, loss_kind: str,
+def validate(net: nn.Module, loader, device: torch.device, outputs: int, loss_kind: str,
              info: dist.DistInfo) -> dict[str, float]:
     """Validation loss, mean accuracy (1 - MAE averaged over traits) and per-trait accuracy, over all ranks."""
     net.eval()
@@ -230,9 +276,8 @@ def evaluate(net: nn.Module, loader, device: torch.device, outputs: int, loss_ki
     sq_sum = torch.zeros(outputs, dtype=torch.float64)
     n = 0
     for static, dynamic, y, _ in loader:
-        with autocast(device):
-            pred = net(static.to(device), dynamic.to(device))
-        err = pred.float().cpu().double() - y.double()
+        pred, _ = infer(net, static, dynamic, device)
+        err = pred.cpu().double() - y.double()
         abs_sum += err.abs().sum(0)
         sq_sum += (err ** 2).sum(0)
         n += len(y)
@@ -246,131 +291,28 @@ def evaluate(net: nn.Module, loader, device: torch.device, outputs: int, loss_ki
     return metrics
 
 
-# ---------------------------------------------------------------------------------------- MLflow run
-class RunTracker:
-    """Starts/ends the MLflow run of one ``fit`` (main rank only); a no-op when tracking is off."""
-
-    def __init__(self, params: Params, enabled: bool):
-        self.params = params
-        self.enabled = enabled
-        self.run_id: str | None = None
-        self.experiment: str | None = None
-        self.uri: str | None = None
-
-    def start(self, *, experiment: str | None, run_name: str | None, tags: dict[str, str], nested: bool,
-              resume_run_id: str | None) -> str | None:
-        if not self.enabled:
-            return None
-        import mlflow
-
-        from bigfive.training import tracking
-
-        self.uri = tracking.configure(self.params.tracking)
-        parent = mlflow.active_run()
-        if experiment is None and parent is not None:
-            exp_id = parent.info.experiment_id
-            self.experiment = mlflow.MlflowClient().get_experiment(exp_id).name
-        else:
-            self.experiment = experiment or self.params.tracking.experiment
-            exp_id = tracking.experiment_id(self.experiment, self.uri,
-                                            tracking.experiment_description(self.experiment, self.params))
-        system = self.params.tracking.system_metrics and _has_psutil()
-        if system:
-            mlflow.set_system_metrics_sampling_interval(self.params.tracking.system_metrics_interval)
-            mlflow.set_system_metrics_samples_before_logging(1)
-        run_id = resume_run_id if resume_run_id and _run_exists(resume_run_id) else None
-        run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else exp_id,
-                               run_name=None if run_id else run_name,
-                               nested=nested or parent is not None, tags=tags, log_system_metrics=system)
-        self.run_id = run.info.run_id
-        log.info("MLflow run %s in experiment %r (%s)%s", self.run_id, self.experiment, self.uri,
-                 " resumed" if run_id else "")
-        link = tracking.ui_url(self.uri, run.info.experiment_id)
-        if link and not nested and parent is None:  # one link per command, not one per trial
-            log.info("compare the runs at %s", link)
-        try:
-            tracking.log_params(self.params)
-        except Exception as err:  # resumed with changed params: MLflow refuses to overwrite values
-            log.warning("MLflow params not (re)logged: %s", str(err).splitlines()[0])
-        return self.run_id
-
-    def log_dataset(self, data: TrainData, digest: str) -> None:
-        """The features this run trains on, as its MLflow dataset input (name, DVC hash, split sizes)."""
-        if self.run_id is None:
-            return
-        from bigfive.training import tracking
-
-        folder = data.features_dir if data.features_dir is not None else Path(next(iter(data.files), ".")).parent
-        source = str(Path(folder).resolve())  # direct entry: the folder of the arrays
-        try:
-            tracking.log_dataset(f"{self.params.data.source}-features", source, digest,
-                                 tracking.split_sizes(data.features_dir, data.n_train, data.n_val))
-        except Exception as err:  # a record for the UI, not a reason to stop training
-            log.warning("MLflow dataset input not logged: %s", str(err).splitlines()[0])
-
-    def end(self, status: str = "FINISHED") -> None:
-        if not self.enabled or self.run_id is None:
-            return
-        import mlflow
-
-        active = mlflow.active_run()
-        if active is not None and active.info.run_id == self.run_id:
-            mlflow.end_run(status=status)
-        else:  # someone ended it already (or switched runs): set the terminal status directly
-            mlflow.MlflowClient().set_terminated(self.run_id, status=status)
-
-
-def _has_psutil() -> bool:
-    try:
-        import psutil  # noqa: F401
-    except ImportError:
-        log.warning("psutil is not installed: MLflow system metrics are off")
-        return False
-    return True
-
-
-def _run_exists(run_id: str) -> bool:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        mlflow.MlflowClient().get_run(run_id)
-    except MlflowException:
-        return False
-    return True
-
-
 # ------------------------------------------------------------------------------------------------ fit
-def fit(params: Params, *, features_dir: str | Path | None = None, output_dir: str | Path | None = None,
-        experiment: str | None = None, run_name: str | None = None, tags: dict[str, Any] | None = None,
-        nested: bool = False, register: bool = True, on_epoch: Callable[[int, dict], None] | None = None,
-        resume: bool = False, init_from: str | None = None, data: TrainData | None = None,
-        callbacks: list[Callback] | None = None) -> FitResult:
-    """Train ``params.model`` on the train split of ``features_dir`` (early stopping on its val split).
+def fit(params: Params, **options: Any) -> FitResult:
+    """Train ``params.model`` on the train split of the features (early stopping on its val split).
 
-    ``output_dir`` defaults to ``train.models_dir``; ``data`` replaces ``features_dir`` (direct entry);
-    extra ``callbacks`` run after the built-in ones and before ``on_epoch``.
+    ``options`` are the fields of :class:`FitOptions`.
     """
+    opts = FitOptions(**options)
     tc = params.train
-    if data is None:
-        data = from_features_dir(features_dir or params.preprocess.features_dir, to_dict(params.preprocess))
-    out = Path(output_dir or tc.models_dir)
-    outputs = params.model.outputs
-    check_labels(data.train, outputs)
-    check_labels(data.val, outputs)
+    data = opts.data or from_features_dir(opts.features_dir or params.preprocess.features_dir,
+                                          to_dict(params.preprocess))
+    check_labels(data.train, params.model.outputs)
+    check_labels(data.val, params.model.outputs)
     info = dist.setup(tc.device)
     device = resolve_device(tc.device)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
-    prev_deterministic = torch.are_deterministic_algorithms_enabled()
-    if tc.deterministic and not prev_deterministic:
-        # CUDA kernels may lack deterministic versions: warn there instead of failing
-        _set_deterministic(True, warn_only=device.type == "cuda", compiled=tc.compile)
     tracker = RunTracker(params, params.tracking.enabled and info.is_main)
     try:
-        return _fit(params, data, out, info, device, tracker, experiment=experiment, run_name=run_name,
-                    tags=tags or {}, nested=nested, register=register, on_epoch=on_epoch, resume=resume,
-                    init_from=init_from, extra_callbacks=callbacks or [])
+        with deterministic(tc, device):
+            session = _setup(params, data, opts, info, device, tracker)
+            _run_epochs(session)
+            return _finish(session, opts.register)
     except BaseException as err:
         status = "KILLED" if isinstance(err, KeyboardInterrupt) or type(err).__name__ == "TrialPruned" else "FAILED"
         try:
@@ -379,43 +321,28 @@ def fit(params: Params, *, features_dir: str | Path | None = None, output_dir: s
             log.warning("could not end the MLflow run: %s", end_err)
         raise
     finally:
-        if torch.are_deterministic_algorithms_enabled() != prev_deterministic:
-            _set_deterministic(prev_deterministic, warn_only=False, compiled=tc.compile)
         dist.teardown(info)
 
 
-def _fit(params: Params, data: TrainData, out: Path, info: dist.DistInfo, device: torch.device,
-         tracker: RunTracker, *, experiment, run_name, tags, nested, register, on_epoch, resume, init_from,
-         extra_callbacks) -> FitResult:
+def _setup(params: Params, data: TrainData, opts: FitOptions, info: dist.DistInfo, device: torch.device,
+           tracker: RunTracker) -> Session:
+    """The model (fresh, resumed or warm-started), loaders, wrappers, the MLflow run and the callbacks."""
     tc = params.train
-    outputs = params.model.outputs
-    labels = list(ALL_LABELS[:outputs])
+    out = Path(opts.output_dir or tc.models_dir)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-
     seed_everything(tc.seed)
     model = build_model(params.model, data.train.frames, data.train.flow_channels)
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    resume_ckpt = load_checkpoint(last_path) if resume and last_path.is_file() else None
-    if resume and resume_ckpt is None:
+    last_path = out / "last.pt"
+    resume_ckpt = load_checkpoint(last_path) if opts.resume and last_path.is_file() else None
+    if opts.resume and resume_ckpt is None:
         log.warning("--resume: %s not found; starting from scratch", last_path)
-    if init_from and resume_ckpt is None:
-        warm_start(model, init_from)
+    if opts.init_from and resume_ckpt is None:
+        warm_start(model, opts.init_from)
     model.to(device)
     optimizer = make_optimizer(model, tc.lr, tc.weight_decay, tc.stream_lr_mult)
-
-    train_ds = ClipDataset(data.train, data.train_indices, outputs, tc.hflip, tc.temporal_shuffle, tc.seed)
-    val_ds = ClipDataset(data.val, data.val_indices, outputs)
-    # training shards are cut to equal length so every rank runs the same number of DDP steps
-    n_even = len(train_ds) - len(train_ds) % info.world
-    train_sampler = EpochSampler(n_even, shuffle=True, seed=tc.seed, rank=info.rank, world=info.world)
-    val_sampler = EpochSampler(len(val_ds), shuffle=False, rank=info.rank, world=info.world)
-    pin = device.type == "cuda"
-    train_loader = make_loader(train_ds, train_sampler, tc.batch_size, tc.num_workers, pin)
-    val_loader = make_loader(val_ds, val_sampler, 2 * tc.batch_size, tc.num_workers, pin)
-    steps_per_epoch = max(1, math.ceil(len(train_sampler) / tc.batch_size))
+    train_ds, train_loader, val_loader, steps_per_epoch = _loaders(tc, data, params.model.outputs, info, device)
     scheduler = warmup_cosine(optimizer, tc.warmup_epochs * steps_per_epoch, tc.epochs * steps_per_epoch)
-
     state = TrainState(model=model, optimizer=optimizer, scheduler=scheduler, output_dir=out, epochs=tc.epochs,
                        monitor=MONITOR, is_main=info.is_main)
     run_id = None
@@ -424,77 +351,141 @@ def _fit(params: Params, data: TrainData, out: Path, info: dist.DistInfo, device
         run_id = str(resume_ckpt.get("run_id") or "") or None
     else:
         torch.manual_seed(tc.seed + info.rank)  # per-rank dropout streams; the weights are rank 0's (DDP)
+    train_net, eval_net = _wrap(model, info, device, tc.compile)
+    s = Session(params, data, out, info, device, tracker, model, train_net, eval_net, train_ds, train_loader,
+                val_loader, state, features=features_tags(data))
+    tags = run_tags(params, data, s.features, opts.init_from, opts.tags)
+    s.run_id = tracker.start(experiment=opts.experiment, run_name=opts.run_name or default_run_name(params),
+                             tags=tags, nested=opts.nested, resume_run_id=run_id)
+    tracker.log_dataset(data, s.features["features_hash"])
+    state.checkpoint = _checkpoint_builder(s)
+    s.callbacks = CallbackList([StreamFreeze(tc.freeze_streams_epochs), Timer(), LRMonitor(),
+                                MetricTracker(tc.min_delta), EarlyStopping(tc.patience), Checkpointer(),
+                                MLflowLogger(tracker.run_id), ProgressLogger(), *opts.callbacks,
+                                *([LambdaCallback(opts.on_epoch)] if opts.on_epoch else [])])
+    return s
 
+
+def _loaders(tc: TrainConfig, data: TrainData, outputs: int, info: dist.DistInfo, device: torch.device):
+    """(train dataset, train loader, val loader, optimizer steps per epoch) for this rank."""
+    train_ds = ClipDataset(data.train, data.train_indices, outputs, tc.hflip, tc.temporal_shuffle, tc.seed)
+    val_ds = ClipDataset(data.val, data.val_indices, outputs)
+    # training shards are cut to equal length so every rank runs the same number of DDP steps
+    n_even = len(train_ds) - len(train_ds) % info.world
+    train_sampler = EpochSampler(n_even, shuffle=True, seed=tc.seed, rank=info.rank, world=info.world)
+    val_sampler = EpochSampler(len(val_ds), shuffle=False, rank=info.rank, world=info.world)
+    pin = device.type == "cuda"  # pinned host memory lets the copy to the GPU run asynchronously
+    train_loader = make_loader(train_ds, train_sampler, tc.batch_size, tc.num_workers, pin)
+    val_loader = make_loader(val_ds, val_sampler, 2 * tc.batch_size, tc.num_workers, pin)
+    return train_ds, train_loader, val_loader, max(1, math.ceil(len(train_sampler) / tc.batch_size))
+
+
+def _wrap(model: nn.Module, info: dist.DistInfo, device: torch.device, compile: bool) -> tuple[nn.Module, nn.Module]:
+    """(the network training steps call, the one validation calls): DDP and/or ``torch.compile``."""
     train_net: nn.Module = model
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         train_net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if tc.compile:
+    if compile:
         train_net = torch.compile(train_net)
-    eval_net = torch.compile(model) if tc.compile and info.enabled else (train_net if not info.enabled else model)
+    if not info.enabled:
+        return train_net, train_net
+    return train_net, torch.compile(model) if compile else model  # validation needs no gradient sync
 
-    files_hash = _features_tags(data)
-    run_tags = {"git_commit": _git_commit(), **files_hash, "bigfive_version": __version__,
-                **({"init_from": str(init_from)} if init_from else {}), **_description(params, data, files_hash),
-                **{k: str(v) for k, v in tags.items()}}
-    run_id = tracker.start(experiment=experiment, run_name=run_name or _default_run_name(params), tags=run_tags,
-                           nested=nested, resume_run_id=run_id)
-    tracker.log_dataset(data, files_hash["features_hash"])
 
+def _checkpoint_builder(s: Session) -> Callable[[TrainState], dict[str, Any]]:
+    """The function the Checkpointer calls: weights, optimizer, schedule, RNG states and the run's records."""
+    labels = list(ALL_LABELS[:s.params.model.outputs])
+    extra = {"preprocess": s.data.meta, "labels": labels, "params": to_dict(s.params), "run_id": s.run_id or "",
+             "bigfive_version": __version__, "world_size": s.info.world}
+
+    def build(state: TrainState) -> dict[str, Any]:
+        rngs = dist.all_gather(rng_state(), s.info)
+        return {**checkpoint_state(s.model), **extra, "optimizer": state.optimizer.state_dict(),
+                "scheduler": state.scheduler.state_dict(), "epoch": state.epoch, "step": state.step,
+                "rng": rngs[0], "rng_ranks": rngs, "history": state.history, "best_metric": state.best_metric,
+                "best_epoch": state.best_epoch, "stopped": state.stop, "stop_reason": state.stop_reason}
+
+    return build
+
+
+def _run_epochs(s: Session) -> None:
+    """Train and validate epoch by epoch until ``train.epochs`` or a callback stops the run."""
+    tc, state, cbs = s.params.train, s.state, s.callbacks
     criterion = loss_fn(tc.loss)
-    ckpt_extra = {"preprocess": data.meta, "labels": labels, "params": to_dict(params), "run_id": run_id or "",
-                  "bigfive_version": __version__, "world_size": info.world}
-
-    def build_checkpoint(s: TrainState) -> dict[str, Any]:
-        rngs = dist.all_gather(rng_state(), info)
-        return {**checkpoint_state(model), **ckpt_extra, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": s.epoch, "step": s.step, "rng": rngs[0],
-                "rng_ranks": rngs, "history": s.history, "best_metric": s.best_metric,
-                "best_epoch": s.best_epoch, "stopped": s.stop, "stop_reason": s.stop_reason}
-
-    state.checkpoint = build_checkpoint
-    cbs = CallbackList([StreamFreeze(tc.freeze_streams_epochs), Timer(), LRMonitor(), MetricTracker(tc.min_delta),
-                        EarlyStopping(tc.patience),
-                        Checkpointer(), MLflowLogger(tracker.run_id), ProgressLogger(), *extra_callbacks,
-                        *([LambdaCallback(on_epoch)] if on_epoch else [])])
-    ranks: dict[str, Any] = {"world": info.world}
+    s.ranks = {"world": s.info.world}
     cbs.on_train_begin(state)
     start_epoch = state.epoch
     if state.stop:
-        log.info("%s: the run already stopped (%s)", last_path, state.stop_reason)
+        log.info("%s: the run already stopped (%s)", s.out / "last.pt", state.stop_reason)
     for epoch in range(start_epoch + 1, tc.epochs + 1):
         if state.stop:
             break
         state.epoch, state.metrics, state.timing, state.improved = epoch, {}, EpochTiming(), False
-        train_sampler.set_epoch(epoch)
-        train_ds.set_epoch(epoch)
-        train_loader.generator.manual_seed(tc.seed * 1000 + epoch)  # worker seeds: same after a resume
+        s.train_loader.sampler.set_epoch(epoch)
+        s.train_ds.set_epoch(epoch)
+        s.train_loader.generator.manual_seed(tc.seed * 1000 + epoch)  # worker seeds: same after a resume
         cbs.on_epoch_begin(state)
-        train_loss, rows = train_epoch(train_net, train_loader, state, cbs, criterion, tc.grad_clip, device, info)
+        train_loss, rows = train_epoch(s.train_net, s.train_loader, state, cbs, criterion, tc.grad_clip,
+                                       s.device, s.info)
         if epoch == start_epoch + 1:
-            ranks.update(_rank_report(rows, info))
+            s.ranks.update(_rank_report(rows, s.info))
         t0 = time.perf_counter()
-        dist.broadcast_buffers(model, info)
-        val = evaluate(eval_net, val_loader, device, outputs, tc.loss, info)
+        dist.broadcast_buffers(s.model, s.info)
+        val = validate(s.eval_net, s.val_loader, s.device, s.params.model.outputs, tc.loss, s.info)
         state.timing.eval_s = time.perf_counter() - t0
         state.metrics.update({"train_loss": train_loss, **val})
         cbs.on_epoch_end(state)
     cbs.on_train_end(state)
 
-    ctx = RunContext(device=str(device), num_workers=tc.num_workers, batch_size=tc.batch_size, compile=tc.compile,
-                     world_size=info.world, train_clips=data.n_train, val_clips=data.n_val)
-    report = analyse(state.history, ctx)
+
+def _finish(s: Session, register: bool) -> FitResult:
+    """The result, and on the main rank the analysis, run record and registration; ends the MLflow run."""
+    tc, state = s.params.train, s.state
+    ctx = RunContext(device=str(s.device), num_workers=tc.num_workers, batch_size=tc.batch_size,
+                     compile=tc.compile, world_size=s.info.world, train_clips=s.data.n_train, val_clips=s.data.n_val)
     result = FitResult(best_val_mean_accuracy=state.best_metric, best_epoch=state.best_epoch,
-                       history=state.history, run_id=run_id, best_checkpoint=best_path, last_checkpoint=last_path,
-                       analysis=report, output_dir=out, stopped_early=state.stop, ranks=ranks,
+                       history=state.history, run_id=s.run_id, best_checkpoint=s.out / "best.pt",
+                       last_checkpoint=s.out / "last.pt", analysis=analyse(state.history, ctx), output_dir=s.out,
+                       stopped_early=state.stop, ranks=s.ranks,
                        epochs_to_interaction=first_epoch_reaching(state.history, f"val_acc_{tc.interaction_trait}",
                                                                   tc.interaction_threshold))
-    if info.is_main:
-        _finish(params, data, result, tracker, register)
-    dist.barrier(info)
-    tracker.end("FINISHED")
+    if s.info.is_main:
+        _record(s, result, register)
+    dist.barrier(s.info)
+    s.tracker.end("FINISHED")
     return result
+
+
+def _record(s: Session, result: FitResult, register: bool) -> None:
+    """Main rank: analysis files, the run's MLflow outcome, registration, then ``run.json``."""
+    paths = write_report(result.analysis, s.out)
+    print(to_markdown(result.analysis))
+    s.tracker.log_outcome(result.analysis, len(result.history), result.epochs_to_interaction,
+                          [*paths, s.out / "history.json"])
+    run_info: dict[str, Any] = {"run_id": result.run_id, "experiment": s.tracker.experiment,
+                                "tracking_uri": s.tracker.uri, "best_val_mean_accuracy": result.best_val_mean_accuracy,
+                                "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+                                "stopped_early": result.stopped_early, "registered_model": None,
+                                "model_version": None, "champion_moved": False, "champion_version": None,
+                                "ranks": result.ranks, "epochs_to_interaction": result.epochs_to_interaction}
+    if register and s.tracker.run_id is not None:
+        run_info.update(_register(s, result))
+        result.model_version, result.champion_moved = run_info["model_version"], run_info["champion_moved"]
+    write_json(s.out / "run.json", run_info)
+
+
+def _register(s: Session, result: FitResult) -> dict[str, Any]:
+    """Register the best checkpoint; the alias moves only over a holder trained on the same features."""
+    from bigfive.training.registry import features_fingerprint, register_best
+
+    row = int(s.data.val_indices[0])
+    example = (np.asarray(s.data.val.static[row:row + 1]), np.asarray(s.data.val.dynamic[row:row + 1]))
+    tracking = s.params.tracking
+    return register_best(load_checkpoint(result.best_checkpoint), example, name=tracking.registered_model,
+                         alias=tracking.champion_alias, value=result.best_val_mean_accuracy,
+                         fingerprint=features_fingerprint(s.features["features_hash"], s.data.meta))
 
 
 def _restore(ckpt: dict[str, Any], model: nn.Module, optimizer, scheduler, state: TrainState,
@@ -530,71 +521,3 @@ def _rank_report(rows: list[int], info: dist.DistInfo) -> dict[str, Any]:
         log.info("rank %d: %d clips this epoch (all ranks: %s, overlap %d)", info.rank, len(rows),
                  report["samples_per_rank"], overlap)
     return report
-
-
-def _git_commit() -> str:
-    from bigfive.training.tracking import git_commit
-
-    return git_commit()
-
-
-def _default_run_name(params: Params) -> str:
-    from bigfive.training.tracking import default_run_name
-
-    return default_run_name(params)
-
-
-def _description(params: Params, data: TrainData, files_hash: dict[str, str]) -> dict[str, str]:
-    """The run's description tag (a caller's ``mlflow.note.content`` tag replaces it)."""
-    from bigfive.training.tracking import NOTE_TAG, run_description
-
-    return {NOTE_TAG: run_description(params, data.n_train, data.n_val, files_hash["features_hash"])}
-
-
-def _features_tags(data: TrainData) -> dict[str, str]:
-    from bigfive.training.tracking import features_hash
-
-    value, source = features_hash(data.features_dir, data.files, data.meta)
-    return {"features_hash": value, "features_hash_source": source}
-
-
-def _finish(params: Params, data: TrainData, result: FitResult, tracker: RunTracker, register: bool) -> None:
-    """Main rank: analysis files, MLflow artifacts, registration and the champion alias, run.json."""
-    out = result.output_dir
-    paths = write_report(result.analysis, out)
-    print(to_markdown(result.analysis))
-    run_info: dict[str, Any] = {"run_id": result.run_id, "experiment": tracker.experiment,
-                                "tracking_uri": tracker.uri, "best_val_mean_accuracy": result.best_val_mean_accuracy,
-                                "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-                                "stopped_early": result.stopped_early, "registered_model": None,
-                                "model_version": None, "champion_moved": False, "champion_version": None,
-                                "ranks": result.ranks, "epochs_to_interaction": result.epochs_to_interaction}
-    if tracker.run_id is not None:
-        import mlflow
-
-        for path in (*paths, out / "history.json"):
-            mlflow.log_artifact(str(path))
-        s = result.analysis["summary"]
-        mlflow.log_metrics({"data_wait_share_mean": s["data_wait_share"],
-                            "throughput_clips_s_mean": s["throughput_clips_s"], "epochs_run": len(result.history),
-                            **({"epochs_to_interaction": result.epochs_to_interaction}
-                               if result.epochs_to_interaction is not None else {})})
-        # a metric cannot be null: "never" is a tag, so the run table can still show and filter it
-        mlflow.set_tag("epochs_to_interaction", str(result.epochs_to_interaction or "never"))
-        if register:
-            from bigfive.training.pyfunc import log_pyfunc
-            from bigfive.training.tracking import promote_champion
-
-            name = params.tracking.registered_model
-            best = load_checkpoint(result.best_checkpoint)
-            row = int(data.val_indices[0])
-            example = (np.asarray(data.val.static[row:row + 1]), np.asarray(data.val.dynamic[row:row + 1]))
-            info = log_pyfunc(best, example, registered_model_name=name)
-            version = str(info.registered_model_version)
-            moved, holder = promote_champion(name, version, result.best_val_mean_accuracy,
-                                             params.tracking.champion_alias)
-            mlflow.set_tags({"registered_model": name, "model_version": version, "champion": str(moved)})
-            result.model_version, result.champion_moved = version, moved
-            run_info.update({"registered_model": name, "model_version": version, "champion_moved": moved,
-                             "champion_version": holder, "model_uri": info.model_uri})
-    write_json(out / "run.json", run_info)

@@ -7,8 +7,8 @@
 - Tags: ``git_commit`` (``git rev-parse HEAD``, ``unknown`` outside git) and ``features_hash``
   (the md5 DVC recorded for the features output in ``dvc.lock``, else a fingerprint of meta.json
   and the arrays' sizes and leading bytes; ``features_hash_source`` says which).
-- Champion: each registered version carries a ``val_mean_accuracy`` tag; the alias
-  (``tracking.champion_alias``) moves to a new version only when it is strictly better.
+- Champion: see :mod:`bigfive.training.registry` (the alias moves only between versions trained on
+  the same features).
 - What the MLflow UI shows first: experiments are tagged ``mlflow.experimentKind`` =
   ``custom_model_development`` (a training experiment; MLflow 3.17's UI still opens on its browser-wide
   GenAI / Model training switch, so :func:`ui_url` links to the training view)
@@ -33,7 +33,6 @@ from bigfive.config.train import TrackingConfig
 log = logging.getLogger("bigfive.training")
 
 MAX_PARAM_CHARS = 6000
-METRIC_TAG = "val_mean_accuracy"
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "file://")
 # MLflow 3 records an experiment's kind in this tag; the values are those of the UI's ExperimentKind enum
 # (mlflow/server/js, 3.17). "custom_model_development" marks a training experiment, but 3.17's UI picks
@@ -168,10 +167,10 @@ def ui_url(uri: str, exp_id: str) -> str | None:
 
 def default_run_name(params: Params) -> str:
     """``train-<fusion>-<direction>-seed<k>``; the direction only for the fusions that have one."""
-    from bigfive.models.fusion import MIXERS
+    from bigfive.models.fusion import PER_STEP
 
     m = params.model
-    parts = [m.fusion, m.direction] if m.fusion in MIXERS else [m.fusion]
+    parts = [m.fusion, m.direction] if m.fusion in PER_STEP else [m.fusion]
     return "-".join(["train", *parts, f"seed{params.train.seed}"])
 
 
@@ -283,42 +282,6 @@ def log_params(params: Params) -> None:
     items = list(params_for_mlflow(params).items())
     for i in range(0, len(items), 100):  # log_params takes at most 100 per call
         mlflow.log_params(dict(items[i:i + 100]))
-
-
-def version_metric(client: Any, name: str, version: str) -> float | None:
-    mv = client.get_model_version(name, version)
-    value = (mv.tags or {}).get(METRIC_TAG)
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def promote_champion(name: str, version: str | int, value: float, alias: str = "champion",
-                     client: Any | None = None) -> tuple[bool, str]:
-    """Tag ``version`` with its val mean accuracy; move ``alias`` to it if it beats the current holder.
-
-    Returns (moved, the version holding the alias afterwards).
-    """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    client = client or mlflow.MlflowClient()
-    version = str(version)
-    client.set_model_version_tag(name, version, METRIC_TAG, repr(float(value)))  # full precision
-    try:
-        current = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        current = None
-    if current is not None and str(current.version) != version:
-        best = version_metric(client, name, str(current.version))
-        if best is not None and value <= best:
-            log.info("%s v%s (%s %.4f) does not beat @%s v%s (%.4f): alias unchanged", name, version,
-                     METRIC_TAG, value, alias, current.version, best)
-            return False, str(current.version)
-    client.set_registered_model_alias(name, alias, version)
-    log.info("%s@%s -> v%s (%s %.4f)", name, alias, version, METRIC_TAG, value)
-    return True, version
 
 
 def is_mlflow_uri(uri: str) -> bool:
