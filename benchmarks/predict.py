@@ -30,7 +30,8 @@ TARGET_RATIO = 2.5
 
 def talking_clip(path: Path, seconds: float, width: int = 1280, height: int = 720, fps: int = 30) -> Path:
     """The astronaut's head swaying slowly (periods 3 s and 2.2 s, as a talking head) over a textured background."""
-    from bigfive.preprocess.synth import face_patch
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' clip fixture
+    from synth_clips import face_patch
 
     rng = np.random.default_rng(0)
     bg = cv2.GaussianBlur(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), (0, 0), 5)

@@ -58,7 +58,8 @@ def make_clip(path: Path, seconds: float, fps: float = 30.0, width: int = 1280, 
                         "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p", str(path)], check=True)
         raw.unlink()
         return "h264"
-    from bigfive.preprocess.synth import face_patch
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' clip fixture
+    from synth_clips import face_patch
 
     frames = int(round(seconds * fps))
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (width, height))

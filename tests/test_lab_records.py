@@ -8,10 +8,10 @@ import json
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from synth_features import write_features
 
 from bigfive.config import Params, replace
 from bigfive.training import fit
-from bigfive.training.synthetic import write_features
 from bigfive.training.tracking import (
     KIND_TAG,
     NOTE_TAG,

@@ -39,7 +39,13 @@ def test_stages_write_their_outputs(tiny_pipeline):
     for key in ("mean_accuracy", "baseline_mean_accuracy", "pcc", "ccc", "noise_floor_mean_accuracy"):
         assert key in metrics
     assert set(TRAITS) <= set(metrics["traits"])
-    assert 0.0 <= metrics["mean_accuracy"] <= 1.0
+    # the summary is the traits' mean, and the traits' accuracies are 1 - MAE of the predictions written beside it
+    assert metrics["mean_accuracy"] == pytest.approx(np.mean([metrics["traits"][t]["accuracy"] for t in TRAITS]))
+    preds = pd.read_csv(project / "results/predictions_test.csv", dtype={"video_id": str})
+    assert len(preds) == metrics["n"]
+    for t in TRAITS:  # the csv has 6 decimals
+        mae = np.mean(np.abs(preds[f"{t}_pred"] - preds[f"{t}_true"]))
+        assert metrics["traits"][t]["accuracy"] == pytest.approx(1 - mae, abs=1e-5), t
     assert any((project / "results/plots").glob("*.png"))
 
 
@@ -84,6 +90,10 @@ def test_mlflow_run_registry_and_model(tiny_pipeline, monkeypatch):
     out = model.predict({"static": static, "dynamic": dynamic})
     values = np.asarray(pd.DataFrame(out)[list(TRAITS)], dtype=float)
     assert values.shape == (2, 5)
-    assert np.all((values >= 0) & (values <= 1))
+    # the registered model predicts what the evaluate stage wrote for the same clips (csv: 6 decimals)
+    ids = (tiny_pipeline / "data/features/test/clip_ids.txt").read_text().split()[:2]
+    preds = pd.read_csv(tiny_pipeline / "results/predictions_test.csv", dtype={"video_id": str}).set_index("video_id")
+    expected = preds.loc[ids, [f"{t}_pred" for t in TRAITS]].to_numpy(dtype=float)
+    np.testing.assert_allclose(values, expected, atol=1e-5)
     mlflow.set_tracking_uri(previous[0])
     mlflow.set_registry_uri(previous[1])

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synth_clips import carphone_path, face_patch, write_clip
 
 from bigfive import ALL_LABELS
 from bigfive.config import ConfigError, FlowConfig, PreprocessConfig, params_from_dict
@@ -20,7 +21,6 @@ from bigfive.preprocess.faces import run_faces_stage
 from bigfive.preprocess.features import run_features_stage
 from bigfive.preprocess.flow import FlowEngine, dequantize, quantize, run_flow_stage
 from bigfive.preprocess.pool import read_quality
-from bigfive.preprocess.synth import carphone_path, face_patch, write_clip
 
 CFG = PreprocessConfig(frames=8, crop_size=32, device="cpu", workers=1)
 

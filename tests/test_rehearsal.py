@@ -22,6 +22,8 @@ from test_sample import _decode
 from bigfive.config import ConfigError, SampleConfig, load_params, to_dict
 from bigfive.config.base import flatten, load_yaml
 from bigfive.data import sample as S
+from bigfive.data import sample_plan as P
+from bigfive.data import sample_render as R
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 rehearsal = importlib.import_module("rehearsal")
@@ -35,7 +37,7 @@ def test_chalearn_preset_has_chalearns_geometry_and_one_clip_of_each_other_size(
     cfg = S.sample_config(SampleConfig(), "chalearn", n_train=32, n_val=4, n_test=4)
     assert (cfg.seconds, cfg.fps, cfg.width, cfg.height, cfg.codec) == (15.0, 30, 1280, 720, "h264")
     specs = S.plan_clips(cfg)
-    sizes = [S.clip_size(s, cfg) for s in specs]
+    sizes = [P.clip_size(s, cfg) for s in specs]
     assert sizes.count((1280, 720)) == 37
     for other in [(640, 360), (854, 480), (720, 1280)]:
         assert sizes.count(other) == 1, other
@@ -68,16 +70,16 @@ def test_h264_clips_of_every_size_decode_with_their_frames(tmp_path: Path):
                                        segments=6, codec="h264", other_sizes=[[96, 128]]))
     seen = set()
     for spec in S.plan_clips(cfg):
-        _, data = S._render_clip((spec, cfg, str(tmp_path)))
+        _, data = R.render_clip((spec, cfg, str(tmp_path)))
         frames = _decode(data, tmp_path)
         cap = cv2.VideoCapture(str(tmp_path / "clip.mp4"))
         fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode().lower()
         cap.release()
         assert fourcc in ("avc1", "h264"), fourcc
-        assert len(frames) == 8 and frames[0].shape[1::-1] == S.clip_size(spec, cfg)
-        rendered = S.render_frames(spec, cfg)
+        assert len(frames) == 8 and frames[0].shape[1::-1] == P.clip_size(spec, cfg)
+        rendered = R.render_frames(spec, cfg)
         assert np.abs(rendered.astype(int) - np.stack(frames).astype(int)).mean() < 8  # lossy, not wrong
-        seen.add(S.clip_size(spec, cfg))
+        seen.add(P.clip_size(spec, cfg))
     assert seen == {(128, 96), (96, 128)}
 
 

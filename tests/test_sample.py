@@ -18,6 +18,8 @@ from bigfive import ALL_LABELS, TRAITS
 from bigfive.config import ConfigError, SampleConfig
 from bigfive.config.base import from_dict
 from bigfive.data import sample as S
+from bigfive.data import sample_plan as P
+from bigfive.data import sample_render as R
 from bigfive.data.faces_source import CARPHONE_BOXES, carphone_path, load_face_sources, read_video_rgb
 
 PASSWORD = "s3cret"
@@ -141,8 +143,8 @@ def test_same_seed_same_labels_and_frames(tiny: tuple[Path, dict], tmp_path: Pat
     name = sorted(first)[0]
     assert np.array_equal(_decode(first[name], tmp_path)[0], _decode(second[name], tmp_path)[0])
 
-    other = S.plan_clips(dataclasses.replace(TINY, seed=4))
-    assert [S.noisy_labels(s) for s in other] != [S.noisy_labels(s) for s in S.plan_clips(TINY)]
+    other = P.plan_clips(dataclasses.replace(TINY, seed=4))
+    assert [P.noisy_labels(s) for s in other] != [P.noisy_labels(s) for s in P.plan_clips(TINY)]
 
 
 def test_val_and_test_need_the_password(tiny: tuple[Path, dict]) -> None:
@@ -171,8 +173,8 @@ def test_mtcnn_finds_a_face_in_sampled_frames(tiny: tuple[Path, dict], mtcnn, tm
     found = total = 0
     for data in clips:
         frames = _decode(data, tmp_path)
-        assert len(frames) == S.n_frames(TINY) and frames[0].shape == (TINY.height, TINY.width, 3)
-        picked = [frames[c] for c in S.segment_centers(len(frames), TINY.segments)]
+        assert len(frames) == P.n_frames(TINY) and frames[0].shape == (TINY.height, TINY.width, 3)
+        picked = [frames[c] for c in P.segment_centers(len(frames), TINY.segments)]
         boxes, _ = mtcnn.detect(picked)
         for b in boxes:
             total += 1
@@ -183,8 +185,8 @@ def test_mtcnn_finds_a_face_in_sampled_frames(tiny: tuple[Path, dict], mtcnn, tm
     assert found >= 0.9 * total, f"MTCNN found a face in {found}/{total} sampled frames"
 
 
-def _spec(**changes) -> S.ClipSpec:
-    base = S.plan_clips(dataclasses.replace(TINY, seconds=3.0))[0]
+def _spec(**changes) -> P.ClipSpec:
+    base = P.plan_clips(dataclasses.replace(TINY, seconds=3.0))[0]
     return dataclasses.replace(base, **changes)
 
 
@@ -196,14 +198,14 @@ def _shifts(frames: np.ndarray) -> np.ndarray:
 
 def test_extraversion_is_sway_speed_at_fixed_amplitude() -> None:
     cfg = dataclasses.replace(TINY, seconds=3.0)
-    labels = [S.clean_labels(_spec(extraversion=u))["extraversion"] for u in (0.0, 0.3, 0.7, 1.0)]
-    assert labels == sorted(labels) and labels[0] == pytest.approx(S.LABEL_LOW)
+    labels = [P.clean_labels(_spec(extraversion=u))["extraversion"] for u in (0.0, 0.3, 0.7, 1.0)]
+    assert labels == sorted(labels) and labels[0] == pytest.approx(P.LABEL_LOW)
     speeds = []
     for u in (0.0, 1.0):
         spec = _spec(extraversion=u, neuroticism=0.0, nod_slots=(), flash_slots=())
-        dx = np.abs(_shifts(S.render_frames(spec, cfg))[:, 0])
+        dx = np.abs(_shifts(R.render_frames(spec, cfg))[:, 0])
         speeds.append(float(np.median(dx)))
-        expected = spec.face_height * (S.SPEED_RANGE[0] + u * (S.SPEED_RANGE[1] - S.SPEED_RANGE[0]))
+        expected = spec.face_height * (R.SPEED_RANGE[0] + u * (R.SPEED_RANGE[1] - R.SPEED_RANGE[0]))
         # phase correlation sees the face and the (static) background: the peak follows the face
         assert speeds[-1] == pytest.approx(expected, rel=0.35, abs=0.3)
     assert speeds[1] > 3 * speeds[0]
@@ -214,7 +216,7 @@ def test_neuroticism_is_an_alternating_tremor() -> None:
     dys = []
     for u in (0.0, 1.0):
         spec = _spec(extraversion=0.0, neuroticism=u, nod_slots=(), flash_slots=())
-        dys.append(_shifts(S.render_frames(spec, cfg))[:, 1])
+        dys.append(_shifts(R.render_frames(spec, cfg))[:, 1])
     assert np.median(np.abs(dys[1])) > np.median(np.abs(dys[0])) + 1.0
     signs = np.sign(dys[1][np.abs(dys[1]) > 0.5])
     assert np.all(signs[1:] == -signs[:-1])  # direction flips every frame: no single frame shows it
@@ -224,10 +226,10 @@ def test_flashes_span_the_flow_pair_and_agreeableness_counts_matches() -> None:
     cfg = dataclasses.replace(TINY, seconds=3.0)
     spec = _spec(nod_slots=(1, 4, 6), flash_slots=(1, 2, 6))
     assert spec.matches == 2
-    assert S.clean_labels(spec)["agreeableness"] == pytest.approx(S.LABEL_LOW + S.LABEL_SPAN * 2 / 3)
-    frames = S.render_frames(spec, cfg).astype(np.float64)
+    assert P.clean_labels(spec)["agreeableness"] == pytest.approx(P.LABEL_LOW + P.LABEL_SPAN * 2 / 3)
+    frames = R.render_frames(spec, cfg).astype(np.float64)
     brightness = frames.mean(axis=(1, 2, 3))
-    centers = S.segment_centers(len(frames), cfg.segments)
+    centers = P.segment_centers(len(frames), cfg.segments)
     lit = [centers[k] for k in spec.flash_slots]
     dark = [centers[k] for k in range(cfg.segments) if k not in spec.flash_slots]
     assert min(brightness[lit]) > max(brightness[dark]) + 10
@@ -240,8 +242,8 @@ def test_noise_floor_matches_monte_carlo() -> None:
     for mu in (0.5, 0.98):
         e = rng.normal(0, 0.05, size=400_000)
         mc = np.abs(np.clip(mu + e, 0, 1) - mu).mean()
-        assert S.expected_abs_error(mu, 0.05) == pytest.approx(mc, rel=0.01)
-    assert S.expected_abs_error(0.5, 0.03) == pytest.approx(0.03 * np.sqrt(2 / np.pi), rel=1e-4)
+        assert P.expected_abs_error(mu, 0.05) == pytest.approx(mc, rel=0.01)
+    assert P.expected_abs_error(0.5, 0.03) == pytest.approx(0.03 * np.sqrt(2 / np.pi), rel=1e-4)
 
 
 def test_metadata_noise_floor_and_baseline(tiny: tuple[Path, dict]) -> None:
@@ -254,7 +256,7 @@ def test_metadata_noise_floor_and_baseline(tiny: tuple[Path, dict]) -> None:
 
 
 def test_subjects_have_several_clips_and_cross_splits() -> None:
-    specs = S.plan_clips(SampleConfig())
+    specs = P.plan_clips(SampleConfig())
     yids = {s.youtube_id for s in specs}
     assert len(yids) < len(specs) / 2  # several clips per subject
     assert any(y.startswith("-") for y in yids)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import HANG_S, serve
+from synth_clips import carphone_path
 
 from bigfive import ALL_LABELS, TRAITS
 from bigfive.cli import main
@@ -23,7 +24,6 @@ from bigfive.config import load_params, replace
 from bigfive.inference.loader import preprocess_from_checkpoint, resolve_checkpoint
 from bigfive.models import load_checkpoint
 from bigfive.preprocess.clip import make_detector, preprocess_clip
-from bigfive.preprocess.synth import carphone_path
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES, SIZE = 4, 32

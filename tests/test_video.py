@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synth_clips import carphone_path, write_clip
 
 from bigfive.data.video import VideoError, count_frames, probe, read_frames, segment_indices
 from bigfive.preprocess.clip import clip_rng
-from bigfive.preprocess.synth import carphone_path, write_clip
 
 
 def test_center_sampling_takes_segment_middles():

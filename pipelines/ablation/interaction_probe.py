@@ -33,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
 from bigfive.config import load_params, replace
-from bigfive.data.sample import plan_clips
+from bigfive.data.sample_plan import plan_clips
 from bigfive.training import fit
 from bigfive.training.callbacks import Callback
 from bigfive.training.data import from_features_dir

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bigfive.ablation.run import METRICS_FILE, RunSpec, execute, model_spec
+from bigfive.ablation.execute import METRICS_FILE, RunSpec, execute, model_spec
 from bigfive.config import Params, load_params
 
 log = logging.getLogger("bigfive.ablation")

@@ -25,26 +25,46 @@ import argparse
 import dataclasses
 import io
 import logging
-import math
 import multiprocessing
 import os
 import pickle
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from bigfive import ALL_LABELS, SPLITS, TRAITS
 from bigfive.config import SampleConfig, load_params
 from bigfive.data.chalearn import SAMPLE_COMPLETE
-from bigfive.data.faces_source import Sprite, load_face_sources, make_sprite
+from bigfive.data.sample_plan import (
+    EVENTS,
+    INTERVIEW_MIX,
+    LABEL_LOW,
+    LABEL_SPAN,
+    ClipSpec,
+    clean_labels,
+    load_face_sources_meta,
+    n_frames,
+    noise_floor,
+    noisy_labels,
+    plan_clips,
+    segment_centers,
+)
+from bigfive.data.sample_render import (
+    FLASH_GAIN,
+    NOD_DEPTH,
+    SPEED_RANGE,
+    SWAY_AMPLITUDE,
+    TINT,
+    TREMOR_RANGE,
+    init_worker,
+    render_clip,
+)
+from bigfive.data.zipcrypto import write_zipcrypto
 from bigfive.utils.io import atomic_dir, atomic_path, write_json, write_text
 from bigfive.utils.progress import progress
 from bigfive.utils.text import printable
@@ -62,25 +82,7 @@ METADATA = "sample_metadata.json"
 CLIPS_PER_NESTED_ZIP = 80
 # Key order of the real annotation pickles.
 PICKLE_TRAITS = ("extraversion", "neuroticism", "agreeableness", "conscientiousness", "interview", "openness")
-YOUTUBE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: same config -> same archive bytes
-
-# Label model: trait = clip(LABEL_LOW + LABEL_SPAN * factor + N(0, label_noise), 0, 1), factor in [0, 1].
-LABEL_LOW, LABEL_SPAN = 0.1, 0.8
-INTERVIEW_MIX = {"extraversion": 0.30, "conscientiousness": 0.25, "agreeableness": 0.20, "openness": 0.15,
-                 "neuroticism": -0.10}
-
-# Renderer constants; lengths are in face heights (fh) so that they survive crop normalisation.
-TINT = 30.0                      # max chroma offset (0-255 levels) of each colour-grading axis
-SWAY_AMPLITUDE = 0.15            # fh, fixed: the sway's extent must not depend on extraversion
-SPEED_RANGE = (0.01, 0.07)       # fh per frame, extraversion 0 -> 1
-TREMOR_RANGE = (0.0, 0.025)      # fh, neuroticism 0 -> 1; alternates sign every frame
-NOD_DEPTH = 0.20                 # fh at the bottom of a nod
-NOD_PROFILE = {-1: 0.0, 0: 0.5, 1: 1.0, 2: 0.5}      # frame offset from the event centre -> depth share
-FLASH_GAIN = 0.35                # share of the way to white at a flash's peak
-FLASH_PROFILE = {-2: 0.5, -1: 1.0, 0: 1.0, 1: 1.0, 2: 1.0, 3: 0.5}
-EVENTS = 3                       # nods and flashes per clip
-FACE_HEIGHT = (50.0, 70.0)       # px, face-box height range (nuisance: crops normalise it)
 
 # Named sets of `sample` values. chalearn: ChaLearn First Impressions V2's geometry (15 s, 30 fps, mostly
 # 1280x720 H.264 from YouTube; some clips of other sizes, a few portrait); segments = the real data's T.
@@ -88,374 +90,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "chalearn": {"seconds": 15.0, "fps": 30, "width": 1280, "height": 720, "codec": "h264", "segments": 16,
                  "other_sizes": [[640, 360], [854, 480], [720, 1280]]},
 }
-# x264 as YouTube-like H.264 (GOP 250, B-frames); veryfast keeps generation short. One thread: x264's
-# output depends on its thread count, and the sample must not depend on the machine.
-X264_ARGS = ["-preset", "veryfast", "-crf", "23", "-threads", "1"]
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    """Everything needed to render one clip and compute its labels; drawn up front from the seed,
-    so rendering is a pure function of this record (any worker count gives the same clips)."""
-
-    video_id: str              # "<youtube_id>.<nnn>"
-    youtube_id: str
-    split: str
-    source: int                # index into faces_source.load_face_sources()
-    flip: bool
-    face_height: float
-    center: tuple[float, float]
-    background_seed: int
-    openness: float            # latent factors, each in [0, 1]
-    conscientiousness: float
-    extraversion: float
-    neuroticism: float
-    nod_slots: tuple[int, ...]
-    flash_slots: tuple[int, ...]
-    sway_phase: float
-    noise: tuple[float, ...]   # label noise per ALL_LABELS entry
-    size: tuple[int, int] | None = None  # (width, height) when not the config's (sample.other_sizes)
-
-    @property
-    def matches(self) -> int:
-        return len(set(self.nod_slots) & set(self.flash_slots))
-
-
-def n_frames(cfg: SampleConfig) -> int:
-    return int(round(cfg.seconds * cfg.fps))
-
-
-def clip_size(spec: ClipSpec, cfg: SampleConfig) -> tuple[int, int]:
-    """(width, height) of one clip's frames."""
-    return spec.size or (cfg.width, cfg.height)
-
-
-def other_size_slots(total: int, sizes: Sequence[Sequence[int]]) -> dict[int, tuple[int, int]]:
-    """Clip position -> its size, for ``sample.other_sizes``: evenly spread, one clip per size, no random
-    draw (so the rest of the plan is the same with or without them)."""
-    return {min(total - 1, int((k + 0.5) * total / len(sizes))): (int(w), int(h))
-            for k, (w, h) in enumerate(sizes)}
-
-
-def segment_centers(n: int, segments: int) -> list[int]:
-    """Centre frame of each of ``segments`` equal segments of ``n`` frames (segment-based sampling)."""
-    return [min(n - 1, int((k + 0.5) * n / segments)) for k in range(segments)]
-
-
-# ---------------------------------------------------------------- plan: subjects, factors, labels
-
-
-def _youtube_ids(rng: np.random.Generator, count: int) -> list[str]:
-    ids: list[str] = []
-    seen: set[str] = set()
-    while len(ids) < count:
-        chars = rng.choice(list(YOUTUBE_ALPHABET), size=11)
-        if rng.random() < 0.1:  # real ids may start with '-', which trips naive CLI parsing
-            chars[0] = "-"
-        yid = "".join(chars)
-        if yid not in seen:
-            seen.add(yid)
-            ids.append(yid)
-    return ids
-
-
-def plan_clips(cfg: SampleConfig) -> list[ClipSpec]:
-    """Draw subjects, their clips, the split of each clip and every latent factor from ``cfg.seed``."""
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x5A3B1E]))
-    counts = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
-    total = sum(counts.values())
-    n_sources = len(load_face_sources_meta())
-
-    # Subjects (YouTube ids) with 1-6 clips each; clips are then shuffled across splits, so like
-    # in ChaLearn many subjects appear in more than one split.
-    clip_counts: list[int] = []
-    while sum(clip_counts) < total:
-        clip_counts.append(int(rng.integers(1, 7)))
-    clip_counts[-1] -= sum(clip_counts) - total
-    yids = _youtube_ids(rng, len(clip_counts))
-    subjects = []
-    for yid in yids:
-        subjects.append({
-            "youtube_id": yid,
-            "source": int(rng.integers(n_sources)),
-            "flip": bool(rng.random() < 0.5),
-            "face_height": float(rng.uniform(*FACE_HEIGHT)),
-            "center": (float(rng.uniform(-8, 8)), float(rng.uniform(-4, 4))),
-            "background_seed": int(rng.integers(2**31)),
-        })
-    clips = [(s, nnn) for s, c in zip(subjects, clip_counts) for nnn in range(c)]
-    order = rng.permutation(len(clips))
-    splits = [name for name in SPLITS for _ in range(counts[name])]
-
-    odd = other_size_slots(total, cfg.other_sizes) if cfg.other_sizes else {}
-    specs = []
-    for pos, (split, idx) in enumerate(zip(splits, order)):
-        subject, nnn = clips[idx]
-        width, height = odd.get(pos, (cfg.width, cfg.height))
-        nods = tuple(sorted(int(v) for v in rng.choice(cfg.segments, size=EVENTS, replace=False)))
-        matches = int(rng.integers(0, EVENTS + 1))  # uniform over 0..3 coincidences
-        others = [k for k in range(cfg.segments) if k not in nods]
-        flashes = (list(rng.choice(nods, size=matches, replace=False))
-                   + list(rng.choice(others, size=EVENTS - matches, replace=False)))
-        face_height = subject["face_height"] * float(rng.uniform(0.95, 1.05))
-        cx = width / 2 + subject["center"][0] * width / 160
-        cy = height / 2 + subject["center"][1] * height / 120
-        # The face scales with the frame's shorter side: the height for landscape (the default sample), the
-        # width for a portrait clip, so a face fits either way.
-        specs.append(ClipSpec(
-            video_id=f"{subject['youtube_id']}.{nnn:03d}", youtube_id=subject["youtube_id"], split=split,
-            source=subject["source"], flip=subject["flip"], face_height=face_height * min(width, height) / 120,
-            center=(cx, cy), background_seed=subject["background_seed"],
-            openness=float(rng.random()), conscientiousness=float(rng.random()),
-            extraversion=float(rng.random()), neuroticism=float(rng.random()),
-            nod_slots=nods, flash_slots=tuple(sorted(int(v) for v in flashes)),
-            sway_phase=float(rng.random()),
-            noise=tuple(float(v) for v in rng.normal(0.0, cfg.label_noise, size=len(ALL_LABELS))),
-            size=(width, height) if pos in odd else None,
-        ))
-    return specs
-
-
-@lru_cache(maxsize=1)
-def load_face_sources_meta() -> tuple[str, ...]:
-    return tuple(s.name for s in load_face_sources())
-
-
-def clean_labels(spec: ClipSpec) -> dict[str, float]:
-    """Noise-free labels: the known function of the latent factors (before noise and clipping)."""
-    factors = {
-        "openness": spec.openness,
-        "conscientiousness": spec.conscientiousness,
-        "extraversion": spec.extraversion,
-        "neuroticism": spec.neuroticism,
-        "agreeableness": spec.matches / EVENTS,
-    }
-    mix = sum(w * (factors[t] if w > 0 else 1.0 - factors[t]) for t, w in INTERVIEW_MIX.items())
-    factors["interview"] = mix / sum(abs(w) for w in INTERVIEW_MIX.values())
-    return {t: LABEL_LOW + LABEL_SPAN * factors[t] for t in ALL_LABELS}
-
-
-def noisy_labels(spec: ClipSpec) -> dict[str, float]:
-    clean = clean_labels(spec)
-    return {t: float(min(1.0, max(0.0, clean[t] + spec.noise[i]))) for i, t in enumerate(ALL_LABELS)}
-
-
-def expected_abs_error(mu: float, sigma: float) -> float:
-    """E|clip(mu + e, 0, 1) - mu| for e ~ N(0, sigma^2): the least expected error of any predictor
-    that knows mu exactly (mu is the median of the label, so it is the optimal point prediction)."""
-    if sigma == 0:
-        return 0.0
-
-    def side(b: float) -> float:  # E[min(e, b); e > 0]
-        return (sigma / math.sqrt(2 * math.pi) * (1 - math.exp(-b * b / (2 * sigma * sigma)))
-                + b * 0.5 * math.erfc(b / (sigma * math.sqrt(2))))
-
-    return side(1.0 - mu) + side(mu)
-
-
-def noise_floor(specs: Sequence[ClipSpec], sigma: float) -> dict[str, float]:
-    """Best reachable accuracy (1 - expected |error|) per label, averaged over ``specs``."""
-    out = {}
-    for t in ALL_LABELS:
-        errs = [expected_abs_error(clean_labels(s)[t], sigma) for s in specs]
-        out[t] = 1.0 - float(np.mean(errs))
-    return out
-
-
-# ---------------------------------------------------------------- rendering
-
-
-def _background(seed: int, width: int, height: int) -> np.ndarray:
-    """A grey (chroma-free) smooth background: gradients plus soft blobs, fixed per subject."""
-    rng = np.random.default_rng(seed)
-    top, bottom = rng.uniform(60, 200, size=2)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    grey = top + (bottom - top) * yy / height + rng.uniform(-20, 20) * (xx / width - 0.5)
-    blobs = cv2.resize(rng.uniform(-25, 25, size=(3, 4)).astype(np.float32), (width, height),
-                       interpolation=cv2.INTER_CUBIC)
-    grey = np.clip(grey + blobs, 0, 255)
-    return np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
-
-
-@lru_cache(maxsize=64)
-def _sprite(source: int, flip: bool, face_height: float) -> tuple[Sprite, np.ndarray]:
-    """The sprite and its RGBA stack (one warp per frame moves colour and alpha together)."""
-    sprite = make_sprite(load_face_sources()[source], face_height, flip=flip)
-    return sprite, np.ascontiguousarray(np.dstack([sprite.rgb, sprite.alpha]), dtype=np.float32)
-
-
-def _profile(n: int, centers: Sequence[int], shape: dict[int, float]) -> np.ndarray:
-    """Per-frame event strength: ``shape`` placed at each centre, overlaps take the maximum."""
-    out = np.zeros(n, dtype=np.float64)
-    for c in centers:
-        for offset, value in shape.items():
-            if 0 <= c + offset < n:
-                out[c + offset] = max(out[c + offset], value)
-    return out
-
-
-def face_track(spec: ClipSpec, cfg: SampleConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Face-centre x and y (px) of every frame: sway + tremor + nods."""
-    n = n_frames(cfg)
-    fh = round(spec.face_height, 3)
-    centers = segment_centers(n, cfg.segments)
-    nod = _profile(n, [centers[k] for k in spec.nod_slots], NOD_PROFILE)
-    t = np.arange(n, dtype=np.float64)
-    speed = SPEED_RANGE[0] + (SPEED_RANGE[1] - SPEED_RANGE[0]) * spec.extraversion
-    # Triangle wave of fixed amplitude: constant speed, so position (what one frame shows) is
-    # uniform over the same range whatever the speed.
-    s = spec.sway_phase + t * speed / (4 * SWAY_AMPLITUDE)
-    sway = SWAY_AMPLITUDE * (4 * np.abs(s - np.floor(s + 0.5)) - 1)
-    tremor_amp = TREMOR_RANGE[0] + (TREMOR_RANGE[1] - TREMOR_RANGE[0]) * spec.neuroticism
-    tremor = tremor_amp * np.where(t % 2 == 0, 1.0, -1.0)
-    return spec.center[0] + fh * sway, spec.center[1] + fh * (tremor + NOD_DEPTH * nod)
-
-
-def render_frames(spec: ClipSpec, cfg: SampleConfig) -> np.ndarray:
-    """The clip as (n, H, W, 3) uint8 RGB frames."""
-    width, height = clip_size(spec, cfg)
-    frames = np.empty((n_frames(cfg), height, width, 3), dtype=np.uint8)
-    for i, frame in enumerate(iter_frames(spec, cfg)):
-        frames[i] = frame
-    return frames
-
-
-def iter_frames(spec: ClipSpec, cfg: SampleConfig) -> Iterator[np.ndarray]:
-    """The clip's (H, W, 3) uint8 RGB frames one by one (a real-size clip is ~1.2 GB as one array)."""
-    n = n_frames(cfg)
-    width, height = clip_size(spec, cfg)
-    sprite, rgba = _sprite(spec.source, spec.flip, round(spec.face_height, 3))
-    bg = _background(spec.background_seed, width, height)
-    centers = segment_centers(n, cfg.segments)
-    flash = _profile(n, [centers[k] for k in spec.flash_slots], FLASH_PROFILE)
-    xs, ys = face_track(spec, cfg)
-
-    warm = TINT * (2 * spec.openness - 1)
-    green = TINT * (2 * spec.conscientiousness - 1)
-    tint = np.array([warm - green / 2, green, -warm - green / 2], dtype=np.float32)
-
-    size = (width, height)
-    for i in range(n):
-        m = np.array([[1, 0, xs[i] - sprite.face_center[0]], [0, 1, ys[i] - sprite.face_center[1]]])
-        moved = cv2.warpAffine(rgba, m, size, flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0, 0))
-        img = bg * (1.0 - moved[..., 3:]) + moved[..., :3]  # float32 throughout: this loop is the hot path
-        if flash[i] > 0:
-            gain = np.float32(FLASH_GAIN * flash[i])
-            img += gain * (255.0 - img)
-        img += tint
-        np.clip(img, 0, 255, out=img)
-        yield np.rint(img).astype(np.uint8)
-
-
-def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: int, size: tuple[int, int]) -> None:
-    """Write RGB frames of ``size`` (w, h) with OpenCV's MPEG-4 Part 2 encoder ('mp4v'); check they read back."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
-    if not writer.isOpened():
-        raise OSError(f"{path}: OpenCV cannot open an 'mp4v' VideoWriter (no MPEG-4 encoder in this build?)")
-    n = 0
-    try:
-        for frame in frames:
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-            n += 1
-    finally:
-        writer.release()
-    _check_frames(path, n)
-
-
-def write_h264(path: Path, frames: Iterable[np.ndarray], fps: int, size: tuple[int, int]) -> None:
-    """Write RGB frames as H.264 (libx264 in imageio-ffmpeg's bundled ffmpeg: OpenCV's wheel has no H.264
-    encoder), streamed through a pipe; check they read back."""
-    import imageio_ffmpeg
-
-    writer = imageio_ffmpeg.write_frames(str(path), size, fps=fps, codec="libx264", pix_fmt_in="rgb24",
-                                         pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
-                                         ffmpeg_log_level="error", output_params=X264_ARGS)
-    writer.send(None)  # start ffmpeg
-    n = 0
-    try:
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-            n += 1
-    finally:
-        writer.close()
-    _check_frames(path, n)
-
-
-def _check_frames(path: Path, n: int) -> None:
-    cap = cv2.VideoCapture(str(path))
-    read = 0
-    while cap.grab():
-        read += 1
-    cap.release()
-    if read != n:
-        raise OSError(f"{path}: wrote {n} frames but OpenCV decodes {read}")
-
-
-def _render_clip(args: tuple[ClipSpec, SampleConfig, str]) -> tuple[str, bytes]:
-    spec, cfg, tmp_dir = args
-    path = Path(tmp_dir) / f"{spec.video_id}.mp4"
-    write = write_h264 if cfg.codec == "h264" else write_mp4
-    try:
-        write(path, iter_frames(spec, cfg), cfg.fps, clip_size(spec, cfg))
-        return spec.video_id, path.read_bytes()
-    except Exception as err:
-        raise RuntimeError(f"sample clip {spec.video_id}.mp4 ({spec.split}): {err}") from err
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _init_worker() -> None:
-    cv2.setNumThreads(1)  # one process per core already; OpenCV threads would oversubscribe
-
 
 # ---------------------------------------------------------------- archives
-
-
-class _ZipCryptoEncrypter:
-    """Traditional PKWARE ("ZipCrypto") encryption, the scheme the real val/test archives use,
-    so both ``zipfile`` (``pwd=``) and ``pyzipper`` read them. pyzipper only writes AES itself."""
-
-    def __init__(self, pwd: bytes, check_byte: int, salt: bytes):
-        from pyzipper.zipfile import _gen_crc
-
-        self.table = [_gen_crc(i) for i in range(256)]
-        self.keys = [305419896, 591751049, 878082192]
-        for c in pwd:
-            self._update(c)
-        self.header = salt[:11] + bytes([check_byte])
-
-    def _update(self, c: int) -> None:
-        k0, k1, k2 = self.keys
-        table = self.table
-        k0 = (k0 >> 8) ^ table[(k0 ^ c) & 0xFF]
-        k1 = ((k1 + (k0 & 0xFF)) * 134775813 + 1) & 0xFFFFFFFF
-        k2 = (k2 >> 8) ^ table[(k2 ^ (k1 >> 24)) & 0xFF]
-        self.keys = [k0, k1, k2]
-
-    def update_zipinfo(self, zinfo: Any) -> None:
-        pass
-
-    def finalize_zipinfo(self, zinfo: Any) -> None:
-        pass
-
-    def encryption_header(self) -> bytes:
-        return self.encrypt(self.header)
-
-    def encrypt(self, data: bytes) -> bytes:
-        k0, k1, k2 = self.keys
-        table = self.table
-        out = bytearray(len(data))
-        for i, c in enumerate(data):  # tight loop: ~1 us per byte; only val/test are encrypted
-            k = k2 | 2
-            out[i] = c ^ (((k * (k ^ 1)) >> 8) & 0xFF)
-            k0 = (k0 >> 8) ^ table[(k0 ^ c) & 0xFF]
-            k1 = ((k1 + (k0 & 0xFF)) * 134775813 + 1) & 0xFFFFFFFF
-            k2 = (k2 >> 8) ^ table[(k2 ^ (k1 >> 24)) & 0xFF]
-        self.keys = [k0, k1, k2]
-        return bytes(out)
-
-    def flush(self) -> bytes:
-        return b""
 
 
 def _zip_info(name: str) -> zipfile.ZipInfo:
@@ -481,24 +117,7 @@ def write_archive(path: Path, members: Sequence[tuple[str, bytes]], password: st
                 for name, data in members:
                     zf.writestr(_zip_info(name), data)
             return
-        import pyzipper
-
-        rng = np.random.default_rng(salt_seed)
-        pending: dict[str, int] = {}
-
-        class ZipCryptoFile(pyzipper.ZipFile):
-            def get_encrypter(self) -> _ZipCryptoEncrypter:
-                crc = pending["crc"]  # the password check byte is the CRC's high byte
-                return _ZipCryptoEncrypter(password.encode(), (crc >> 24) & 0xFF, rng.bytes(11))
-
-        with ZipCryptoFile(tmp, "w", compression=pyzipper.ZIP_STORED) as zf:
-            zf.setpassword(password.encode())
-            for name, data in members:
-                pending["crc"] = zipfile.crc32(data)
-                info = pyzipper.ZipInfo(name, date_time=ZIP_DATE)
-                info.compress_type = pyzipper.ZIP_STORED
-                info.external_attr = 0o644 << 16
-                zf.writestr(info, data)
+        write_zipcrypto(tmp, members, password, np.random.default_rng(salt_seed).bytes, date_time=ZIP_DATE)
 
 
 def write_split_archive(out_dir: Path, split: str, clips: Sequence[tuple[str, bytes]], password: str | None,
@@ -630,15 +249,15 @@ def generate(cfg: SampleConfig, out_dir: str | Path, *, password: str | None = N
             jobs = [(s, cfg, str(tmp_dir)) for s in specs]
             bar = _progress_bar(len(jobs), progress)
             if workers == 1:
-                _init_worker()
+                init_worker()
                 for job in jobs:
-                    vid, data = _render_clip(job)
+                    vid, data = render_clip(job)
                     clips[vid] = data
                     bar.update()
             else:
                 ctx = multiprocessing.get_context("spawn" if os.name == "nt" else "fork")
-                with ctx.Pool(workers, initializer=_init_worker) as pool:
-                    for vid, data in pool.imap(_render_clip, jobs, chunksize=4):
+                with ctx.Pool(workers, initializer=init_worker) as pool:
+                    for vid, data in pool.imap(render_clip, jobs, chunksize=4):
                         clips[vid] = data
                         bar.update()
             bar.close()

@@ -20,7 +20,6 @@ import json
 import logging
 import sys
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,8 @@ import numpy as np
 
 from bigfive.config import Params, PreprocessConfig, load_params
 from bigfive.data.video import VideoError
+from bigfive.preprocess.clip import extract_faces, make_detector
+from bigfive.preprocess.layout import faces_path, load_faces_record
 from bigfive.preprocess.pool import (
     ClipItem,
     default_workers,
@@ -38,6 +39,7 @@ from bigfive.preprocess.pool import (
     summary,
     write_quality,
 )
+from bigfive.preprocess.readahead import ReadAhead, with_successors
 from bigfive.utils.io import save_npz
 
 log = logging.getLogger("bigfive.preprocess.faces")
@@ -52,39 +54,17 @@ def run(args: argparse.Namespace) -> int:
     return run_faces_stage(load_params(args.params), workers=args.workers)
 
 
-def faces_path(cfg: PreprocessConfig, split: str, video_id: str) -> Path:
-    return Path(cfg.faces_dir) / split / f"{video_id}.npz"
-
-
-def load_faces_record(path: Path, settings: str | None = None) -> dict[str, Any] | None:
-    """The quality row stored in a faces npz, or None when missing, unreadable or made with other settings."""
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if settings is not None and str(z["settings"]) != settings:
-                return None
-            return json.loads(str(z["quality"]))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError):
-        return None
-
-
 # Tasks go to a worker in chunks of this many consecutive clips, so it can decode the next one while
 # it searches faces in this one (bigfive.preprocess.readahead).
 READ_AHEAD_CHUNK = 4
 
 
 def _worker_state(cfg: PreprocessConfig, seed: int) -> dict[str, Any]:
-    from bigfive.preprocess.clip import make_detector
-    from bigfive.preprocess.readahead import ReadAhead
-
     return {"detector": make_detector(cfg), "reader": ReadAhead(cfg, seed)}
 
 
 def _faces_job(state: dict[str, Any], task: tuple[ClipItem, ClipItem | None], *, cfg: PreprocessConfig, seed: int,
                settings: str) -> tuple[dict[str, Any], float]:
-    from bigfive.preprocess.clip import extract_faces
-
     item, successor = task
     t0 = time.perf_counter()
     row: dict[str, Any] = {"video_id": item.video_id, "split": item.split}
@@ -131,8 +111,6 @@ def run_faces_stage(params: Params, *, workers: int | None = None, items: list[C
              n_workers)
     job = functools.partial(_faces_job, cfg=cfg, seed=params.seed, settings=settings)
     timings: dict[str, float] = {}
-    from bigfive.preprocess.readahead import with_successors  # imports the clip module, which imports flow -> faces
-
     tasks = with_successors(todo, READ_AHEAD_CHUNK if n_workers > 1 else 0)
     for row, seconds in run_pool(job, tasks, workers=n_workers, desc="faces", init=_worker_state,
                                  init_args=(cfg, params.seed), chunksize=READ_AHEAD_CHUNK):

@@ -21,8 +21,8 @@ import numpy as np
 
 from bigfive import ALL_LABELS, SPLITS
 from bigfive.config import Params, load_params
-from bigfive.preprocess.faces import faces_path, load_faces_record
-from bigfive.preprocess.flow import flow_output_ok, flow_path
+from bigfive.config.preprocess import PreprocessConfig
+from bigfive.preprocess.layout import faces_path, flow_output_ok, flow_path, load_faces_record
 from bigfive.preprocess.pool import read_manifest, settings_of
 from bigfive.utils.io import atomic_path, write_json, write_text
 from bigfive.utils.progress import progress
@@ -66,7 +66,6 @@ def run_features_stage(params: Params) -> int:
     cfg = params.preprocess
     settings = settings_of(cfg, params.seed)
     rows = read_manifest(params.data.raw_dir)
-    t_len, s, c = cfg.frames, cfg.crop_size, 2 * cfg.flow.stack
     out_dir = Path(cfg.features_dir)
     counts: dict[str, int] = {}
     train_quality: list[dict[str, Any]] = []
@@ -75,50 +74,75 @@ def run_features_stage(params: Params) -> int:
     if unknown:
         log.warning("features: ignoring manifest split(s) %s (expected %s)", unknown, list(SPLITS))
     for split in splits:
-        kept: list[dict[str, str]] = []
-        dropped: dict[str, int] = {}
-        for r in (r for r in rows if r["split"] == split):
-            rec = load_faces_record(faces_path(cfg, split, r["video_id"]), settings)
-            if rec is None:
-                why = "no faces output"
-            elif rec["status"] != "ok":
-                why = f"faces {rec['status']}"
-            elif not flow_output_ok(flow_path(cfg, split, r["video_id"]), cfg):
-                why = "no flow output"
-            else:
-                kept.append(r)
-                if split == "train":
-                    train_quality.append(rec)
-                continue
-            dropped[why] = dropped.get(why, 0) + 1
-        n = len(kept)
-        counts[split] = n
-        if dropped:
-            log.warning("features: %s: dropped %d clip(s): %s", split, sum(dropped.values()),
-                        ", ".join(f"{k} {v}" for k, v in dropped.items()))
-        labels = np.array([[_label(r, name, f"manifest {split}/{r['video_id']}") for name in ALL_LABELS]
-                           for r in kept], np.float32).reshape(n, len(ALL_LABELS))
-        d = out_dir / split
-        bar = progress(total=2 * n, desc=f"features {split}", unit="clip")
+        kept, quality = _usable_clips(cfg, settings, split, [r for r in rows if r["split"] == split])
+        if split == "train":
+            train_quality = quality
+        counts[split] = len(kept)
+        _pack_split(cfg, split, kept, out_dir / split)
+    write_json(out_dir / "meta.json", _meta(cfg, counts, train_quality))
+    print(f"features: packed {counts} into {out_dir}", file=sys.stderr)
+    if not any(counts.values()):
+        print("features: no clip had both faces and flow outputs (run `bigfive faces` and `bigfive flow`)",
+              file=sys.stderr)
+        return 1
+    return 0
 
-        def static(i: int, kept: list = kept, split: str = split, bar: Any = bar) -> np.ndarray:
-            with np.load(faces_path(cfg, split, kept[i]["video_id"]), allow_pickle=False) as z:
-                crops = z["crops"]
-            bar.update()
-            return crops.transpose(0, 3, 1, 2)
 
-        def dynamic(i: int, kept: list = kept, split: str = split, bar: Any = bar) -> np.ndarray:
-            bar.update()
-            return np.load(flow_path(cfg, split, kept[i]["video_id"]), allow_pickle=False)
+def _usable_clips(cfg: PreprocessConfig, settings: dict[str, Any], split: str, rows: list[dict[str, str]]
+                  ) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """The manifest rows of ``split`` with an ok faces output (same settings) and a flow output, and
+    their faces records; the others are counted by reason and logged."""
+    kept: list[dict[str, str]] = []
+    records: list[dict[str, Any]] = []
+    dropped: dict[str, int] = {}
+    for r in rows:
+        rec = load_faces_record(faces_path(cfg, split, r["video_id"]), settings)
+        if rec is None:
+            why = "no faces output"
+        elif rec["status"] != "ok":
+            why = f"faces {rec['status']}"
+        elif not flow_output_ok(flow_path(cfg, split, r["video_id"]), cfg):
+            why = "no flow output"
+        else:
+            kept.append(r)
+            records.append(rec)
+            continue
+        dropped[why] = dropped.get(why, 0) + 1
+    if dropped:
+        log.warning("features: %s: dropped %d clip(s): %s", split, sum(dropped.values()),
+                    ", ".join(f"{k} {v}" for k, v in dropped.items()))
+    return kept, records
 
-        _pack(d / "static_features.npy", (n, t_len, 3, s, s), static)
-        _pack(d / "dynamic_features.npy", (n, t_len, c, s, s), dynamic)
-        bar.close()
-        with atomic_path(d / "labels.npy") as tmp, tmp.open("wb") as f:
-            np.save(f, labels)
-        write_text(d / "clip_ids.txt", "".join(f"{r['video_id']}\n" for r in kept))
-    meta = {
-        "frames": t_len, "crop_size": s, "channels": c,
+
+def _pack_split(cfg: PreprocessConfig, split: str, kept: list[dict[str, str]], d: Path) -> None:
+    """The split's static and dynamic arrays, labels and clip ids, in manifest order."""
+    n, t_len, s, c = len(kept), cfg.frames, cfg.crop_size, 2 * cfg.flow.stack
+    labels = np.array([[_label(r, name, f"manifest {split}/{r['video_id']}") for name in ALL_LABELS]
+                       for r in kept], np.float32).reshape(n, len(ALL_LABELS))
+    bar = progress(total=2 * n, desc=f"features {split}", unit="clip")
+
+    def static(i: int) -> np.ndarray:
+        with np.load(faces_path(cfg, split, kept[i]["video_id"]), allow_pickle=False) as z:
+            crops = z["crops"]
+        bar.update()
+        return crops.transpose(0, 3, 1, 2)
+
+    def dynamic(i: int) -> np.ndarray:
+        bar.update()
+        return np.load(flow_path(cfg, split, kept[i]["video_id"]), allow_pickle=False)
+
+    _pack(d / "static_features.npy", (n, t_len, 3, s, s), static)
+    _pack(d / "dynamic_features.npy", (n, t_len, c, s, s), dynamic)
+    bar.close()
+    with atomic_path(d / "labels.npy") as tmp, tmp.open("wb") as f:
+        np.save(f, labels)
+    write_text(d / "clip_ids.txt", "".join(f"{r['video_id']}\n" for r in kept))
+
+
+def _meta(cfg: PreprocessConfig, counts: dict[str, int], train_quality: list[dict[str, Any]]) -> dict[str, Any]:
+    """meta.json: the preprocessing that made the arrays (checkpoints carry it), counts, training-face quality."""
+    return {
+        "frames": cfg.frames, "crop_size": cfg.crop_size, "channels": 2 * cfg.flow.stack,
         "flow": {"method": cfg.flow.method, "dis_preset": cfg.flow.dis_preset, "preset": cfg.flow.dis_preset,
                  "bound": cfg.flow.bound, "stack": cfg.flow.stack},
         "labels": list(ALL_LABELS), "sampling": cfg.sampling, "margin": cfg.margin, "detect_width": cfg.detect_width,
@@ -128,13 +152,6 @@ def run_features_stage(params: Params) -> int:
         "counts": counts,
         "train_quality": _quality_stats(train_quality),
     }
-    write_json(out_dir / "meta.json", meta)
-    print(f"features: packed {counts} into {out_dir}", file=sys.stderr)
-    if not any(counts.values()):
-        print("features: no clip had both faces and flow outputs (run `bigfive faces` and `bigfive flow`)",
-              file=sys.stderr)
-        return 1
-    return 0
 
 
 def _quality_stats(recs: list[dict[str, Any]]) -> dict[str, Any]:

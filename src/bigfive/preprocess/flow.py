@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from bigfive.config import ConfigError, FlowConfig, Params, PreprocessConfig
-from bigfive.preprocess.faces import faces_path, load_faces_record
+from bigfive.preprocess.layout import faces_path, flow_output_ok, flow_path, load_faces_record
 from bigfive.preprocess.pool import default_workers, failure_check, manifest_items, run_pool, settings_of, summary
 from bigfive.utils.io import save_npy, write_json
 
@@ -107,25 +107,6 @@ def run(args: argparse.Namespace) -> int:
     from bigfive.config import load_params
 
     return run_flow_stage(load_params(args.params), workers=args.workers)
-
-
-def flow_path(cfg: PreprocessConfig, split: str, video_id: str) -> Path:
-    return Path(cfg.flow_dir) / split / f"{video_id}.npy"
-
-
-def _expected_shape(cfg: PreprocessConfig) -> tuple[int, int, int, int]:
-    return (cfg.frames, 2 * cfg.flow.stack, cfg.crop_size, cfg.crop_size)
-
-
-def flow_output_ok(path: Path, cfg: PreprocessConfig) -> bool:
-    """A complete flow file of the configured shape exists (temp files never sit at the final name)."""
-    if not path.exists():
-        return False
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError):
-        return False
-    return arr.shape == _expected_shape(cfg) and arr.dtype == np.uint8
 
 
 def _check_flow_settings(cfg: PreprocessConfig, seed: int) -> None:

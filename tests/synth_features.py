@@ -1,4 +1,4 @@
-"""Random feature arrays whose labels are a learnable function of the inputs (tests, benchmarks).
+"""Random feature arrays whose labels are a learnable function of the inputs: a test fixture (``synth_features``).
 
 Each clip gets six levels in [0.1, 0.9]: static RGB channel k carries label k's level as its
 brightness (k = 0..2), flow dx / dy carry labels 3 / 4, on top of uniform noise. The layout is the
