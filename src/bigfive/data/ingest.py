@@ -69,45 +69,15 @@ def ingest_downloads(downloads_dir: str | Path, out_dir: str | Path, *, split: s
     incomplete = _sample_incomplete(downloads_dir)  # before reading archives a killed run may have cut short
     if incomplete is not None and not partial:
         raise IngestError(downloads_dir, incomplete[0], f"{incomplete[1]}; {PARTIAL_HINT}")
-    found = chalearn.scan_downloads(downloads_dir, password, password_hint, exclude=out_dir, limits=limits)
-    if not found.labels:
-        raise IngestError(downloads_dir, "annotation_*.pkl", "no annotation pickles found (loose or in a zip)")
-    if not found.zips and not found.loose_clips:
-        raise IngestError(downloads_dir, "*.zip", "no archives holding clips found")
-    log.info("labels: %d clips from %s; %d archive(s) to walk", len(found.labels),
-             printable(", ".join(found.annotation_files)), len(found.zips))
-
+    found = _scan(downloads_dir, out_dir, password, password_hint, limits)
     warnings = list(found.warnings)
-    if incomplete is None:  # every official split must have labels
-        labelled = set(found.split_of.values())
-        missing_splits = [s for s in SPLITS if s not in labelled]
-        if missing_splits:
-            incomplete = (", ".join(missing_splits), "no annotation pickle labels any clip of this split "
-                          "(annotation file not downloaded, or an interrupted download?)")
-            if not partial:
-                raise IngestError(downloads_dir, incomplete[0], f"{incomplete[1]}; {PARTIAL_HINT}")
+    incomplete = incomplete or _unlabelled_split(downloads_dir, found, partial)
     if incomplete is not None:
         warnings.append(f"{downloads_dir}: {incomplete[0]}: {incomplete[1]} (--partial: ingested anyway)")
-    unlabelled: list[str] = []  # clip sources with no label
     with atomic_dir(out_dir) as tmp:
         staging, scratch = tmp / ".staging", tmp / ".scratch"
         staging.mkdir()
-        seen: dict[str, str] = {}  # video_id -> where it was found
-        bar = progress(total=len(found.labels), desc="ingest", disable=not show_progress)
-        for clip in chalearn.iter_clips(found, password, scratch, password_hint):
-            chalearn.check_video_id(clip.video_id, clip.source)
-            if clip.video_id in seen:
-                raise IngestError(clip.source, clip.video_id, f"duplicate clip: also in {seen[clip.video_id]}")
-            seen[clip.video_id] = clip.source
-            if clip.video_id not in found.labels:
-                if strict:
-                    raise IngestError(clip.source, clip.video_id, "video has no label in any annotation pickle")
-                unlabelled.append(clip.source)
-                continue
-            clip.copy_to(staging / f"{clip.video_id}.mp4")
-            bar.update()
-        bar.close()
-
+        seen, unlabelled = _copy_labelled(found, password, password_hint, staging, scratch, strict, show_progress)
         missing = sorted(vid for vid in found.labels if vid not in seen)
         if missing and strict:
             vid = missing[0]
@@ -116,29 +86,13 @@ def ingest_downloads(downloads_dir: str | Path, out_dir: str | Path, *, split: s
         ingested = sorted(vid for vid in seen if vid in found.labels)
         if not ingested:
             raise IngestError(downloads_dir, "*.mp4", "no labelled clips found in the archives")
-
         official = {vid: found.split_of[vid] for vid in ingested}
-        for name in SPLITS:
-            if name not in official.values() and not partial:
-                n = sum(1 for s in found.split_of.values() if s == name)
-                raise IngestError(downloads_dir, name, f"split is empty: none of its {n} labelled clips was found in "
-                                  f"the archives (archive missing, or an interrupted download?); {PARTIAL_HINT}")
+        _check_splits_found(downloads_dir, found, official, partial)
         youtube = {vid: found.demographics[vid].youtube_id if vid in found.demographics
                    else chalearn.youtube_id_of(vid) for vid in ingested}
-        if split == "subject_disjoint":
-            splits = chalearn.subject_disjoint_split(youtube, official, seed)
-        else:
-            splits = official
-        for name in SPLITS:
-            (tmp / name).mkdir()
-        for vid, name in splits.items():
-            (staging / f"{vid}.mp4").rename(tmp / name / f"{vid}.mp4")
-        for name in SPLITS:
-            if not any(s == name for s in splits.values()):
-                warnings.append(f"{downloads_dir}: {name}: split is empty")
-        shutil.rmtree(staging)
+        splits = chalearn.subject_disjoint_split(youtube, official, seed) if split == "subject_disjoint" else official
+        _place(tmp, staging, splits, downloads_dir, warnings)
         shutil.rmtree(scratch, ignore_errors=True)
-
         chalearn.write_manifest(tmp / "manifest.csv", chalearn.manifest_rows(splits, found))
         if found.metadata is not None:
             shutil.copyfile(found.metadata, tmp / "sample_metadata.json")
@@ -152,6 +106,76 @@ def ingest_downloads(downloads_dir: str | Path, out_dir: str | Path, *, split: s
     log.info("ingested %d clips into %s (train %d, val %d, test %d; %s split)", len(splits), printable(out_dir),
              counts["train"], counts["val"], counts["test"], split)
     return report
+
+
+def _scan(downloads_dir: Path, out_dir: Path, password: bytes | None, password_hint: str,
+          limits: IngestLimits) -> chalearn.Downloads:
+    """The downloads' labels and archives; an error when either is missing."""
+    found = chalearn.scan_downloads(downloads_dir, password, password_hint, exclude=out_dir, limits=limits)
+    if not found.labels:
+        raise IngestError(downloads_dir, "annotation_*.pkl", "no annotation pickles found (loose or in a zip)")
+    if not found.zips and not found.loose_clips:
+        raise IngestError(downloads_dir, "*.zip", "no archives holding clips found")
+    log.info("labels: %d clips from %s; %d archive(s) to walk", len(found.labels),
+             printable(", ".join(found.annotation_files)), len(found.zips))
+    return found
+
+
+def _unlabelled_split(downloads_dir: Path, found: chalearn.Downloads, partial: bool) -> tuple[str, str] | None:
+    """``(splits, problem)`` when an official split has no labelled clip (an error unless ``partial``)."""
+    labelled = set(found.split_of.values())
+    missing_splits = [s for s in SPLITS if s not in labelled]
+    if not missing_splits:
+        return None
+    incomplete = (", ".join(missing_splits), "no annotation pickle labels any clip of this split "
+                  "(annotation file not downloaded, or an interrupted download?)")
+    if not partial:
+        raise IngestError(downloads_dir, incomplete[0], f"{incomplete[1]}; {PARTIAL_HINT}")
+    return incomplete
+
+
+def _copy_labelled(found: chalearn.Downloads, password: bytes | None, password_hint: str, staging: Path,
+                   scratch: Path, strict: bool, show_progress: bool) -> tuple[dict[str, str], list[str]]:
+    """Copy every labelled clip into ``staging``; returns (video_id -> where found, unlabelled sources)."""
+    seen: dict[str, str] = {}
+    unlabelled: list[str] = []
+    bar = progress(total=len(found.labels), desc="ingest", disable=not show_progress)
+    for clip in chalearn.iter_clips(found, password, scratch, password_hint):
+        chalearn.check_video_id(clip.video_id, clip.source)
+        if clip.video_id in seen:
+            raise IngestError(clip.source, clip.video_id, f"duplicate clip: also in {seen[clip.video_id]}")
+        seen[clip.video_id] = clip.source
+        if clip.video_id not in found.labels:
+            if strict:
+                raise IngestError(clip.source, clip.video_id, "video has no label in any annotation pickle")
+            unlabelled.append(clip.source)
+            continue
+        clip.copy_to(staging / f"{clip.video_id}.mp4")
+        bar.update()
+    bar.close()
+    return seen, unlabelled
+
+
+def _check_splits_found(downloads_dir: Path, found: chalearn.Downloads, official: dict[str, str],
+                        partial: bool) -> None:
+    """Every official split must have clips in the archives (unless ``partial``)."""
+    for name in SPLITS:
+        if name not in official.values() and not partial:
+            n = sum(1 for s in found.split_of.values() if s == name)
+            raise IngestError(downloads_dir, name, f"split is empty: none of its {n} labelled clips was found in "
+                              f"the archives (archive missing, or an interrupted download?); {PARTIAL_HINT}")
+
+
+def _place(tmp: Path, staging: Path, splits: dict[str, str], downloads_dir: Path, warnings: list[str]) -> None:
+    """Move the staged clips into their split folders (all three exist, empty or not)."""
+    for name in SPLITS:
+        (tmp / name).mkdir()
+    for vid, name in splits.items():
+        (staging / f"{vid}.mp4").rename(tmp / name / f"{vid}.mp4")
+    for name in SPLITS:
+        if not any(s == name for s in splits.values()):
+            warnings.append(f"{downloads_dir}: {name}: split is empty")
+    shutil.rmtree(staging)
 
 
 def _read_json(path: Path) -> Any:

@@ -216,123 +216,145 @@ def scan_pickle(data: bytes, limits: IngestLimits = DEFAULT_LIMITS) -> None:
     """Walk ``data``'s opcodes (never building anything) and refuse what would hurt the C unpickler.
 
     Raises :class:`LimitError` for a breached bound, ``ValueError`` (from ``pickletools``) for a
-    malformed stream. The stack holds one small int per object: its nesting depth times two, plus
-    one if it is a string (only strings may be dict keys or set items: hashing a deep tuple key
-    recurses in C without a limit, and int or float keys can be made to collide).
+    malformed stream. See :class:`_PickleScan` for what is tracked.
     """
-    max_depth, max_nodes = limits.max_pickle_depth, limits.max_pickle_nodes
-    stack: list[int] = []
-    marks: list[int] = []
-    memo: dict[int, int] = {}
-    nodes = puts = 0
+    scan = _PickleScan(limits.max_pickle_depth, limits.max_pickle_nodes)
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            scan.step(op.name, arg)
+    except _Underflow:
+        raise ValueError("stack underflow (truncated or crafted pickle)") from None
 
-    def pop(n: int) -> list[int]:
-        floor = marks[-1] if marks else 0
-        if len(stack) - n < floor:
+
+class _PickleScan:
+    """The unpickler's stack, abstracted: one small int per object instead of the object.
+
+    The int is the object's nesting depth times two, plus one if it is a string (only strings may
+    be dict keys or set items: hashing a deep tuple key recurses in C without a limit, and int or
+    float keys can be made to collide). Marks, memo entries and objects all count as nodes.
+    """
+
+    def __init__(self, max_depth: int, max_nodes: int):
+        self.max_depth, self.max_nodes = max_depth, max_nodes
+        self.stack: list[int] = []
+        self.marks: list[int] = []
+        self.memo: dict[int, int] = {}
+        self.nodes = self.puts = 0
+
+    def step(self, name: str, arg) -> None:
+        if name in _STRINGS:
+            self.push(1)
+        elif name in _ATOMS:
+            self.push(0)
+        elif name in _EMPTY:
+            self.push(2)
+        elif name == "MARK":
+            self.tick()
+            self.marks.append(len(self.stack))
+        elif name in _FROM_MARK:
+            self.build_from_mark(name)
+        elif name in _FIXED:
+            self.push(_nest(self.pop(_FIXED[name])))
+        elif name in _INTO_TOP or name in _INTO_TOP_FROM_MARK:
+            self.fold_into_top(name)
+        elif name in _PUT or name == "MEMOIZE":
+            self.put(len(self.memo) if name == "MEMOIZE" else int(arg))
+        elif name in _GET:
+            if arg not in self.memo:
+                raise ValueError(f"memo key {arg} was never stored")
+            self.push(self.memo[arg])
+        elif name == "DUP":
+            self.push(self.top())
+        elif name == "POP":
+            if self.marks and self.marks[-1] == len(self.stack):  # POP of a bare mark, as the C unpickler allows
+                self.marks.pop()
+            else:
+                self.pop(1)
+        elif name == "POP_MARK":
+            self.pop_mark()
+        elif name not in _NOOP:  # pragma: no cover - an opcode added to a future pickle protocol
+            raise LimitError(f"unsupported pickle opcode {name}")
+
+    def tick(self) -> None:  # every object, mark and memo entry costs the C unpickler memory
+        self.nodes += 1
+        if self.nodes > self.max_nodes:
+            raise LimitError(f"more than {self.max_nodes} objects (limit max_pickle_nodes)")
+
+    def check_depth(self, entry: int) -> None:
+        if entry >> 1 > self.max_depth:
+            raise LimitError(f"nested deeper than {self.max_depth} levels (limit max_pickle_depth; crafted pickle?)")
+
+    def push(self, entry: int) -> None:
+        self.tick()
+        self.check_depth(entry)
+        self.stack.append(entry)
+
+    def top(self) -> int:
+        if not self.stack:
+            raise _Underflow
+        return self.stack[-1]
+
+    def pop(self, n: int) -> list[int]:
+        floor = self.marks[-1] if self.marks else 0
+        if len(self.stack) - n < floor:
             raise _Underflow
         if n == 0:
             return []
-        items = stack[-n:]
-        del stack[-n:]
+        items = self.stack[-n:]
+        del self.stack[-n:]
         return items
 
-    def pop_mark() -> list[int]:
-        if not marks:
+    def pop_mark(self) -> list[int]:
+        if not self.marks:
             raise _Underflow
-        at = marks.pop()
-        items = stack[at:]
-        del stack[at:]
+        at = self.marks.pop()
+        items = self.stack[at:]
+        del self.stack[at:]
         return items
 
-    def tick() -> None:  # every object, mark and memo entry costs the C unpickler memory
-        nonlocal nodes
-        nodes += 1
-        if nodes > max_nodes:
-            raise LimitError(f"more than {max_nodes} objects (limit max_pickle_nodes)")
+    def build_from_mark(self, name: str) -> None:
+        """LIST, TUPLE, DICT, FROZENSET, INST, OBJ: a new object from the items above the mark."""
+        items = self.pop_mark()
+        if name == "DICT":
+            _keys_are_strings(items[0::2])
+        elif name == "FROZENSET":
+            _keys_are_strings(items)
+        self.push(_nest(items) if items else 2)
 
-    def push(entry: int) -> None:
-        tick()
-        if entry >> 1 > max_depth:
-            raise LimitError(f"nested deeper than {max_depth} levels (limit max_pickle_depth; crafted pickle?)")
-        stack.append(entry)
+    def fold_into_top(self, name: str) -> None:
+        """APPEND(S), SETITEM(S), ADDITEMS, BUILD: items folded into the object below them."""
+        if name in _INTO_TOP:
+            items = self.pop(_INTO_TOP[name])
+            if name == "SETITEM":
+                _keys_are_strings(items[:1])
+        else:
+            items = self.pop_mark()
+            if name == "SETITEMS":
+                _keys_are_strings(items[0::2])
+            elif name == "ADDITEMS":
+                _keys_are_strings(items)
+        top = _nest(items, self.top() & ~1)
+        self.check_depth(top)
+        self.stack[-1] = top
 
-    def nest(items: list[int], base: int = 0) -> int:
-        return max([base >> 1, *((e >> 1) + 1 for e in items)]) << 1
+    def put(self, index: int) -> None:
+        self.top()  # a memo entry needs an object to name
+        if index > self.puts + MEMO_SLACK or index < 0:
+            raise LimitError(f"memo index {index} out of order (crafted pickle?)")
+        self.tick()
+        self.puts += 1
+        self.memo[index] = self.stack[-1]
 
-    def keys_are_strings(items: list[int]) -> None:
-        if not all(e & 1 for e in items):
-            raise LimitError("a dict key or set item is not a string (an annotation pickle is keyed by trait "
-                             "and clip names; crafted pickle?)")
 
-    try:
-        for op, arg, _pos in pickletools.genops(data):
-            name = op.name
-            if name in _STRINGS:
-                push(1)
-            elif name in _ATOMS:
-                push(0)
-            elif name in _EMPTY:
-                push(2)
-            elif name == "MARK":
-                tick()
-                marks.append(len(stack))
-            elif name in _FROM_MARK:
-                items = pop_mark()
-                if name == "DICT":
-                    keys_are_strings(items[0::2])
-                elif name == "FROZENSET":
-                    keys_are_strings(items)
-                push(nest(items) if items else 2)
-            elif name in _FIXED:
-                push(nest(pop(_FIXED[name])))
-            elif name in _INTO_TOP or name in _INTO_TOP_FROM_MARK:
-                if name in _INTO_TOP:
-                    items = pop(_INTO_TOP[name])
-                    if name == "SETITEM":
-                        keys_are_strings(items[:1])
-                else:
-                    items = pop_mark()
-                    if name == "SETITEMS":
-                        keys_are_strings(items[0::2])
-                    elif name == "ADDITEMS":
-                        keys_are_strings(items)
-                if not stack:
-                    raise _Underflow
-                top = nest(items, stack[-1] & ~1)
-                if top >> 1 > max_depth:
-                    raise LimitError(f"nested deeper than {max_depth} levels (limit max_pickle_depth; "
-                                     "crafted pickle?)")
-                stack[-1] = top
-            elif name in _PUT or name == "MEMOIZE":
-                if not stack:
-                    raise _Underflow
-                index = len(memo) if name == "MEMOIZE" else int(arg)
-                if index > puts + MEMO_SLACK or index < 0:
-                    raise LimitError(f"memo index {index} out of order (crafted pickle?)")
-                tick()
-                puts += 1
-                memo[index] = stack[-1]
-            elif name in _GET:
-                if arg not in memo:
-                    raise ValueError(f"memo key {arg} was never stored")
-                push(memo[arg])
-            elif name == "DUP":
-                if not stack:
-                    raise _Underflow
-                push(stack[-1])
-            elif name == "POP":
-                if marks and marks[-1] == len(stack):  # POP of a bare mark, as the C unpickler allows
-                    marks.pop()
-                else:
-                    pop(1)
-            elif name == "POP_MARK":
-                pop_mark()
-            elif name in _NOOP:
-                pass
-            else:  # pragma: no cover - an opcode added to a future pickle protocol
-                raise LimitError(f"unsupported pickle opcode {name}")
-    except _Underflow:
-        raise ValueError("stack underflow (truncated or crafted pickle)") from None
+def _nest(items: list[int], base: int = 0) -> int:
+    """The entry of an object holding ``items`` (on top of a container entry ``base``): one level deeper."""
+    return max([base >> 1, *((e >> 1) + 1 for e in items)]) << 1
+
+
+def _keys_are_strings(items: list[int]) -> None:
+    if not all(e & 1 for e in items):
+        raise LimitError("a dict key or set item is not a string (an annotation pickle is keyed by trait "
+                         "and clip names; crafted pickle?)")
 
 
 _CONTAINERS = (dict, list, tuple, set, frozenset)
