@@ -138,7 +138,7 @@ def test_bad_ablation_config_names_the_key():
 
 
 def test_preprocessing_variant_gets_its_own_folders_and_settings():
-    from bigfive.ablation.run import preprocess_params, preprocess_spec
+    from bigfive.ablation.execute import preprocess_params, preprocess_spec
 
     base = Params()
     p = preprocess_params(base, 16, "farneback")
@@ -156,7 +156,7 @@ def test_preprocessing_variant_gets_its_own_folders_and_settings():
 def test_run_record_takes_the_best_epochs_validation_row_and_the_interaction_epoch():
     from types import SimpleNamespace
 
-    from bigfive.ablation.run import best_val_row, interaction_record
+    from bigfive.ablation.execute import best_val_row, interaction_record
 
     history = [{"epoch": e, "val_mean_accuracy": 0.5 + e / 100, "val_loss": 0.1, "train_loss": 0.2,
                 **{f"val_acc_{t}": 0.5 + e / 100 + i / 1000 for i, t in enumerate(TRAITS)}} for e in (1, 2, 3)]
@@ -308,6 +308,66 @@ def test_compare_wilcoxon_option_and_unknown_test(known_runs, tmp_path):
         C.summarize(C.load_runs(known_runs), "full", test="bootstrap")
 
 
+def test_summary_figure_draws_each_variants_seeds_means_cis_and_delta(known_runs):
+    """The figure's data, panel by panel: what a reader takes from it must be the table's numbers."""
+    from matplotlib.colors import to_rgba
+
+    rows = C.summarize(C.load_runs(known_runs), "full", resamples=500)  # 500: worse's Holm p is 18/501 < 0.05
+    by = {r["variant"]: r for r in rows}
+    fig = C.summary_figure(rows, TRAITS, "full")
+    axes = fig.axes
+    keys = ["mean_accuracy", *(f"{t}_accuracy" for t in TRAITS)]
+    assert [ax.get_title() for ax in axes] == ["Δ mean accuracy vs reference", "mean accuracy",
+                                               *(t.replace("_", " ") for t in TRAITS)]
+    assert "1/3 seeds per variant" in fig.get_suptitle() and "reference full" in fig.get_suptitle()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "one seed", "mean over seeds, 95% CI", "Δ, Holm-adjusted p < 0.05", "Δ, not significant",
+        "train-mean baseline"]
+    # rows top to bottom in the table's order, the reference bold, its duplicate named
+    row_y = {r["variant"]: float(len(rows) - 1 - i) for i, r in enumerate(rows)}
+    ticks = sorted(zip(axes[0].get_yticks(), axes[0].get_yticklabels()), key=lambda tl: -tl[0])
+    assert [t.get_text() for _, t in ticks] == [r["variant"] + (" (= full)" if r["same_as"] else "") for r in rows]
+    assert [t.get_fontweight() for _, t in ticks] == ["bold" if r["variant"] == "full" else "normal" for r in rows]
+    for ax in axes:  # the reference and its duplicate are shaded in every panel, nothing else
+        shaded = [p for p in ax.patches if p.get_facecolor() == to_rgba(C.REFERENCE_SHADE)]
+        assert len(shaded) == 2
+    # Δ panel: one point per variant at its Δ, filled exactly when significant, its CI as a bar
+    points = {ln.get_ydata()[0]: ln for ln in axes[0].lines if ln.get_marker() == "o"}
+    bars = {ln.get_ydata()[0]: ln for ln in axes[0].lines if ln.get_marker() in ("None", None, "")
+            and len(ln.get_xdata()) == 2 and ln.get_ydata()[0] == ln.get_ydata()[1]}
+    for v, yi in row_y.items():
+        r = by[v]
+        assert points[yi].get_xdata()[0] == pytest.approx(r["delta_mean_accuracy"])
+        assert to_rgba(points[yi].get_markerfacecolor()) == to_rgba("k" if r["p_value_holm"] < C.ALPHA else "white")
+        if math.isfinite(r["delta_ci95_low"]):
+            assert list(bars[yi].get_xdata()) == pytest.approx([r["delta_ci95_low"], r["delta_ci95_high"]])
+    assert to_rgba(points[row_y["worse"]].get_markerfacecolor()) == to_rgba("k")  # significant: filled
+    assert to_rgba(points[row_y["same"]].get_markerfacecolor()) == to_rgba("white")
+    # accuracy panels: every seed as a point near its row, the mean as a tick, the x range holding them all
+    for ax, key in zip(axes[1:], keys):
+        for v, yi in row_y.items():
+            seeds = [c.get_offsets() for c in ax.collections if len(c.get_offsets())
+                     and abs(c.get_offsets()[0][1] - yi) <= 0.18]
+            assert len(seeds) == 1
+            assert sorted(seeds[0][:, 0]) == pytest.approx(sorted(by[v]["per_seed"][key]))
+            assert np.all(np.abs(seeds[0][:, 1] - yi) <= 0.18)
+            mean = [ln for ln in ax.lines if ln.get_marker() == "|" and ln.get_ydata()[0] == yi]
+            assert len(mean) == 1 and mean[0].get_xdata()[0] == pytest.approx(by[v][f"{key}_mean"])
+            lo, hi = ax.get_xlim()
+            assert 0.0 <= lo <= min(by[v]["per_seed"][key]) and max(by[v]["per_seed"][key]) <= hi <= 1.0
+    # the baseline (0.8, mean accuracy only) is far left of the runs: named in the label, not drawn
+    assert axes[1].get_xlabel() == "accuracy (1 − MAE)\n(← baseline 0.800)"
+    assert not [ln for ax in axes[1:] for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert all(ax.get_xlabel() == "accuracy (1 − MAE)" for ax in axes[2:])
+    # a baseline near the runs is drawn as a dashed line where it is, and the x range reaches it
+    # (0.905: below every run's value and CI, 0.925 and up, but within half their range of them)
+    near = [{**r, "baseline_mean_accuracy": 0.905} for r in rows]
+    ax = C.summary_figure(near, TRAITS, "full").axes[1]
+    dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1 and list(dashed[0].get_xdata()) == [0.905, 0.905]
+    assert ax.get_xlim()[0] < 0.905 and ax.get_xlabel() == "accuracy (1 − MAE)"
+
+
 # ----------------------------------------------------------------------------------- statistics that count seeds
 def _scores(rng: np.random.Generator, seeds: int, clip_acc: np.ndarray, *, seed_sd: float = 0.002,
             noise_sd: float = 0.003) -> np.ndarray:
@@ -421,6 +481,8 @@ def test_ablation_pipeline_end_to_end(ablated):
     # each run folder holds its metrics (the evaluator's), predictions and the model it scored; the table's
     # per-variant numbers are the runs' own, averaged over seeds
     records: dict[str, list[dict]] = {}
+    threshold = load_params(project / "params.yaml").train.interaction_threshold
+    assert load_params(project / "params.yaml").train.interaction_trait == "agreeableness"
     for v in TINY_VARIANTS:
         for s in TINY_SEEDS:
             d = results / "runs" / v / f"seed{s}"
@@ -432,7 +494,9 @@ def test_ablation_pipeline_end_to_end(ablated):
             # the best epoch's validation row: per-trait accuracies whose mean is the monitored best value
             assert set(record["val"]) == set(TRAITS)
             assert np.mean(list(record["val"].values())) == pytest.approx(record["best_val_mean_accuracy"])
-            assert record["epochs_to_interaction"] in (None, 1)  # one epoch: reached at epoch 1, or never
+            # one epoch: reached at epoch 1 exactly when that epoch's agreeableness accuracy is at the threshold
+            reached = record["val"]["agreeableness"] >= threshold
+            assert record["epochs_to_interaction"] == (1 if reached else None), record["val"]
             records.setdefault(v, []).append(record)
         row = next(r for r in table if r["variant"] == v)
         accs = [r["test"]["mean_accuracy"] for r in records[v]]
