@@ -138,11 +138,9 @@ def searched(tmp_path_factory) -> dict:
     # the DVC stage: wdir is the root, params come from the root params.yaml, the study is resumed
     (project / "pipelines" / "tune").mkdir(parents=True)
     shutil.copy(ROOT / "pipelines" / "tune" / "dvc.yaml", project / "pipelines" / "tune" / "dvc.yaml")
-    for pkg in ("tuning", "training", "models"):
+    for pkg in ("tuning", "training", "models", "config", "utils"):  # the stage's code deps
         shutil.copytree(ROOT / "src" / "bigfive" / pkg, project / "src" / "bigfive" / pkg,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    (project / "src" / "bigfive" / "config").mkdir()
-    shutil.copy(ROOT / "src" / "bigfive" / "config" / "tune.py", project / "src" / "bigfive" / "config" / "tune.py")
     run = dict(cwd=project, env=env, capture_output=True, text=True, timeout=HANG_S)
     subprocess.run(["dvc", "init", "--no-scm", "-q"], check=True, **run)
     repro = subprocess.run(["dvc", "repro", "pipelines/tune/dvc.yaml"], **run)
