@@ -1,8 +1,9 @@
 """Where a training run's time went, and what to change: ``models/training_analysis.{md,json,png}``.
 
 Per epoch the loop measures the time blocked on the next batch (data wait), forward/backward/step
-(compute, CUDA-synchronised), validation, and the rest (checkpoints, logging). The first epoch is
-reported but left out of the averages when there are more, since it pays one-off warm-up costs.
+(compute: the training pass less the data wait; CUDA synchronised once per epoch), validation, and
+the rest (checkpoints, logging). The first epoch is reported but left out of the averages when
+there are more, since it pays one-off warm-up costs.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ class EpochTiming:
     """Seconds spent in one epoch, measured by the loop (this rank)."""
 
     data_s: float = 0.0  # blocked on the next batch
-    compute_s: float = 0.0  # forward, backward, optimizer step (CUDA synchronised)
+    compute_s: float = 0.0  # the training pass less data_s (on CUDA, synchronised once at the epoch's end)
     eval_s: float = 0.0  # validation
     samples: int = 0  # training clips, summed over ranks
 

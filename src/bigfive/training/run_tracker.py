@@ -1,7 +1,8 @@
 """The MLflow run of one ``fit``: start (or resume) it, tag and describe it, log its outcome, end it.
 
 Main rank only; every method is a no-op when tracking is off, so the loop never asks whether
-MLflow is on. MLflow is imported lazily: ``import bigfive.training.loop`` stays light.
+MLflow is on. MLflow is imported lazily (``bigfive.training.tracking`` does not import it at module
+level either), so ``import bigfive.training.loop`` stays light.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from bigfive import __version__
 from bigfive.config import Params
+from bigfive.training import tracking
 from bigfive.training.data import TrainData
 
 log = logging.getLogger("bigfive.training")
@@ -20,8 +22,6 @@ log = logging.getLogger("bigfive.training")
 def run_tags(params: Params, data: TrainData, features: dict[str, str], init_from: str | None,
              extra: dict[str, Any]) -> dict[str, str]:
     """The run's tags: code and data identity, warm start, description; a caller's ``extra`` wins."""
-    from bigfive.training import tracking
-
     description = tracking.run_description(params, data.n_train, data.n_val, features["features_hash"])
     return {"git_commit": tracking.git_commit(), **features, "bigfive_version": __version__,
             **({"init_from": str(init_from)} if init_from else {}), tracking.NOTE_TAG: description,
@@ -30,16 +30,8 @@ def run_tags(params: Params, data: TrainData, features: dict[str, str], init_fro
 
 def features_tags(data: TrainData) -> dict[str, str]:
     """``features_hash`` (DVC's md5 of the features, else a fingerprint) and where it came from."""
-    from bigfive.training.tracking import features_hash
-
-    value, source = features_hash(data.features_dir, data.files, data.meta)
+    value, source = tracking.features_hash(data.features_dir, data.files, data.meta)
     return {"features_hash": value, "features_hash_source": source}
-
-
-def default_run_name(params: Params) -> str:
-    from bigfive.training.tracking import default_run_name as name
-
-    return name(params)
 
 
 class RunTracker:
@@ -57,8 +49,6 @@ class RunTracker:
         if not self.enabled:
             return None
         import mlflow
-
-        from bigfive.training import tracking
 
         self.uri = tracking.configure(self.params.tracking)
         parent = mlflow.active_run()
@@ -93,8 +83,6 @@ class RunTracker:
         """The features this run trains on, as its MLflow dataset input (name, DVC hash, split sizes)."""
         if self.run_id is None:
             return
-        from bigfive.training import tracking
-
         folder = data.features_dir if data.features_dir is not None else Path(next(iter(data.files), ".")).parent
         source = str(Path(folder).resolve())  # direct entry: the folder of the arrays
         try:
