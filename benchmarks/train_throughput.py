@@ -47,9 +47,9 @@ from bigfive.config import Params, load_params, replace
 from bigfive.models import build_model, count_parameters
 from bigfive.training import fit
 from bigfive.training.callbacks import Callback, TrainState
-from bigfive.training.loop import deterministic, loss_fn, make_optimizer
+from bigfive.training.loop import deterministic, loss_fn, make_optimizer, train_step
 from bigfive.training.schedule import warmup_cosine
-from bigfive.utils.device import autocast, resolve_device
+from bigfive.utils.device import resolve_device
 
 TARGET_RATIO = 0.85
 QUICK = {"frames": 4, "size": 32, "clips": 16, "val_clips": 8, "batch_size": 8, "epochs": 2, "warmup": 1,
@@ -139,16 +139,9 @@ def model_only(params: Params, batches: list, device: torch.device, steps: int, 
                 sync(device)
                 clips, start = 0, time.perf_counter()
             static, dynamic, y = batches[i % len(batches)]
-            with autocast(device):
-                pred = net(static, dynamic)
-            loss = criterion(pred.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params_list, tc.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach().double() * len(y)
+            loss = train_step(net, static, dynamic, y, optimizer, scheduler, criterion, params_list, tc.grad_clip,
+                              device)
+            loss_sum += loss.double() * len(y)
             clips += len(y)
         sync(device)
     return clips / (time.perf_counter() - start)

@@ -78,8 +78,9 @@ from bigfive.training.callbacks import (
 )
 from bigfive.training.data import ClipDataset, EpochSampler, TrainData, check_labels, from_features_dir, make_loader
 from bigfive.training.rng import rng_state, seed_everything, set_rng_state
-from bigfive.training.run_tracker import RunTracker, default_run_name, features_tags, run_tags
+from bigfive.training.run_tracker import RunTracker, features_tags, run_tags
 from bigfive.training.schedule import warmup_cosine
+from bigfive.training.tracking import default_run_name, load_checkpoint_any
 from bigfive.utils.device import autocast, resolve_device
 from bigfive.utils.io import write_json
 from bigfive.utils.progress import progress
@@ -170,8 +171,6 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, stream_lr_m
 
 def warm_start(model: nn.Module, source: str) -> dict[str, int]:
     """Load the shape-compatible weights of a checkpoint path or MLflow model URI into ``model``."""
-    from bigfive.training.tracking import load_checkpoint_any
-
     ckpt = load_checkpoint_any(source)
     state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
     own = model.state_dict()
@@ -221,6 +220,24 @@ def loss_fn(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
 
 
 # --------------------------------------------------------------------------------- epoch functions
+def train_step(net: nn.Module, static: torch.Tensor, dynamic: torch.Tensor, y: torch.Tensor, optimizer, scheduler,
+               criterion, params: list[torch.Tensor], grad_clip: float, device: torch.device) -> torch.Tensor:
+    """One optimizer step on a batch already on ``device``; returns the detached loss (nothing waits for it).
+
+    The loop's step, and the model-only reference of ``benchmarks/train_throughput.py``.
+    """
+    with autocast(device):
+        pred = net(static, dynamic)
+    loss = criterion(pred.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return loss.detach()
+
+
 def train_epoch(net: nn.Module, loader, state: TrainState, callbacks: Callback, criterion, grad_clip: float,
                 device: torch.device, info: dist.DistInfo) -> tuple[float, list[int]]:
     """One pass over the training loader; returns (mean loss over ranks, rows this rank saw)."""
@@ -243,20 +260,13 @@ def train_epoch(net: nn.Module, loader, state: TrainState, callbacks: Callback, 
         timing.data_s += time.perf_counter() - t0
         static, dynamic = static.to(device, non_blocking=True), dynamic.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
-        with autocast(device):
-            pred = net(static, dynamic)
-        loss = criterion(pred.float(), y)
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        state.optimizer.step()
-        state.scheduler.step()
-        loss_sum += loss.detach().double() * len(y)  # stays on the device: no per-step wait
+        loss = train_step(net, static, dynamic, y, state.optimizer, state.scheduler, criterion, params, grad_clip,
+                          device)
+        loss_sum += loss.double() * len(y)  # stays on the device: no per-step wait
         seen += len(y)
         rows.extend(int(i) for i in idx)
         state.step += 1
-        state.batch_loss = loss.detach()
+        state.batch_loss = loss
         callbacks.on_batch_end(state)
         bar.update(len(y))
     bar.close()
