@@ -213,13 +213,13 @@ def test_evaluate_checkpoint_for_ablations(project):
 
 
 def test_evaluation_infers_through_the_one_inference_path(project):
-    from bigfive.evaluation.inference import predict_arrays
+    from bigfive.evaluation.inference import infer_split
     from bigfive.models import infer
 
     d = project["features"] / "test"
     static, dynamic = np.load(d / "static_features.npy"), np.load(d / "dynamic_features.npy")
     cpu = torch.device("cpu")
-    out = predict_arrays(project["net"], static, dynamic, device=cpu, batch_size=2)
+    out = infer_split(project["net"], static, dynamic, device=cpu, batch_size=2)
     # the same batches through bigfive.models.infer: the same numbers, bit for bit
     np.testing.assert_array_equal(out.predictions, infer.predict_arrays(project["net"], static, dynamic, cpu, 2))
     assert out.predictions.dtype == np.float64
@@ -227,13 +227,13 @@ def test_evaluation_infers_through_the_one_inference_path(project):
 
 def test_attention_statistics_do_not_depend_on_the_batching(project):
     from bigfive.evaluation import metrics as M
-    from bigfive.evaluation.inference import predict_arrays
+    from bigfive.evaluation.inference import infer_split
 
     d = project["features"] / "test"
     static, dynamic = np.load(d / "static_features.npy"), np.load(d / "dynamic_features.npy")
     rows = [1, 3, 4]  # in the first, second and last (short) batch of 2
-    one = predict_arrays(project["net"], static, dynamic, device=torch.device("cpu"), batch_size=5, example_rows=rows)
-    two = predict_arrays(project["net"], static, dynamic, device=torch.device("cpu"), batch_size=2, example_rows=rows)
+    one = infer_split(project["net"], static, dynamic, device=torch.device("cpu"), batch_size=5, example_rows=rows)
+    two = infer_split(project["net"], static, dynamic, device=torch.device("cpu"), batch_size=2, example_rows=rows)
     with torch.no_grad():
         _, att = project["net"](torch.from_numpy(static), torch.from_numpy(dynamic), return_attention=True)
     assert sorted(two.examples) == rows and set(two.key_len.values()) == {T}

@@ -55,7 +55,7 @@ class _AttentionStats:
         return {k: v / max(n, 1) for k, v in self.ent_sum.items()}
 
 
-def predict_arrays(net: Any, static: np.ndarray, dynamic: np.ndarray, *, device: Any, batch_size: int = 32,
+def infer_split(net: Any, static: np.ndarray, dynamic: np.ndarray, *, device: Any, batch_size: int = 32,
                    example_rows: Sequence[int] = (), desc: str = "evaluate") -> Inference:
     """No-grad inference over memory-mapped (N, T, C, S, S) uint8 arrays, ``batch_size`` clips at a time;
     ``example_rows`` are the rows whose attention maps are kept whole."""

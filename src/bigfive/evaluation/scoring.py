@@ -77,13 +77,13 @@ def evaluate_model(net: Any, arrays: Any, traits: Sequence[str], *, split: str, 
                    baseline_means: np.ndarray | None = None, example_clips: int = 0, bootstrap: int = 0,
                    seed: int = 0, demographics: Demographics | None = None) -> EvalResult:
     """Evaluate an in-memory model on one split's :class:`~bigfive.training.data.FeatureArrays`."""
-    from bigfive.evaluation.inference import example_rows, predict_arrays  # torch: only when inferring
+    from bigfive.evaluation.inference import example_rows, infer_split  # torch: only when inferring
     from bigfive.training.data import check_labels
 
     k = len(traits)
     check_labels(arrays, k)
     rows = example_rows(len(arrays), example_clips)
-    out = predict_arrays(net, arrays.static, arrays.dynamic, device=device, batch_size=batch_size,
+    out = infer_split(net, arrays.static, arrays.dynamic, device=device, batch_size=batch_size,
                          example_rows=rows, desc=f"evaluate {split}")
     pred = out.predictions
     if pred.shape != (len(arrays), k):
