@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 
 from bigfive import ALL_LABELS, SPLITS
-from bigfive.config import Params, load_params
-from bigfive.config.preprocess import PreprocessConfig
+from bigfive.config import Params, PreprocessConfig, load_params
 from bigfive.preprocess.layout import faces_path, flow_output_ok, flow_path, load_faces_record
 from bigfive.preprocess.pool import read_manifest, settings_of
 from bigfive.utils.io import atomic_path, write_json, write_text
@@ -88,7 +87,7 @@ def run_features_stage(params: Params) -> int:
     return 0
 
 
-def _usable_clips(cfg: PreprocessConfig, settings: dict[str, Any], split: str, rows: list[dict[str, str]]
+def _usable_clips(cfg: PreprocessConfig, settings: str, split: str, rows: list[dict[str, str]]
                   ) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
     """The manifest rows of ``split`` with an ok faces output (same settings) and a flow output, and
     their faces records; the others are counted by reason and logged."""
