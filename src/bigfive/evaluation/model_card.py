@@ -5,7 +5,7 @@ It goes to ``results/model_card.md``, to the training run (artifact ``evaluation
 into the registered model version's description, so the MLflow registry page of every registered
 version shows it. Every number comes from the evaluation (metrics, baseline, per-group metrics), the
 sample's metadata (noise floor), the features record (split sizes, face-quality statistics) or the
-training run (features fingerprint); only the published ChaLearn references are quoted.
+training run (features hash); only the published ChaLearn references are quoted.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def _training_data(f: CardFacts) -> str:
     lines = ["## Training data", "",
              f"- Source: {what}.",
              f"- Clips: {sizes} ({f.split_scheme} split).",
-             f"- Features fingerprint: `{f.features_hash}` ({f.features_hash_source or 'source unknown'}).",
+             f"- Features hash: `{f.features_hash}` ({f.features_hash_source or 'source unknown'}).",
              f"- Preprocessing: T = {p.get('frames', '?')} frames, {p.get('crop_size', '?')} px face crops (MTCNN), "
              f"{str(flow.get('method', '?')).upper()} optical flow."]
     return "\n".join(lines) + "\n"
