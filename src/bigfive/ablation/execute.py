@@ -106,6 +106,12 @@ def execute(params: Params, spec: RunSpec, *, tracking: bool = True) -> dict[str
     with atomic_dir(spec.out_dir) as tmp:
         record.update(_train_and_evaluate(run, spec, tmp))
         write_json(tmp / METRICS_FILE, record)
+    if record["run_id"] and run.tracking.enabled:  # last step: from here on the shared store counts it as done
+        from bigfive.ablation.ledger import mark_complete
+        from bigfive.training.tracking import resolve_tracking_uri
+
+        mark_complete(resolve_tracking_uri(run.tracking), record["run_id"], spec.out_dir,
+                      [METRICS_FILE, PREDICTIONS_FILE, ERRORS_FILE])
     test = record["test"]
     log.info("%s seed %d: test mean accuracy %.4f (train-mean baseline %s), %d epochs in %.0f s", spec.name,
              spec.seed, test["mean_accuracy"],
@@ -115,6 +121,7 @@ def execute(params: Params, spec: RunSpec, *, tracking: bool = True) -> dict[str
 
 
 def _train_and_evaluate(run: Params, spec: RunSpec, out: Path) -> dict[str, Any]:
+    from bigfive.ablation.ledger import run_tags
     from bigfive.evaluation import evaluate_checkpoint
     from bigfive.evaluation.records import log_to_mlflow, mlflow_metrics
     from bigfive.evaluation.tables import predictions_csv
@@ -122,7 +129,8 @@ def _train_and_evaluate(run: Params, spec: RunSpec, out: Path) -> dict[str, Any]
     from bigfive.training.tracking import resolve_tracking_uri
     from bigfive.utils.io import save_npy, write_text
 
-    tags = {"variant": spec.name, "seed": str(spec.seed), "ablation": spec.study, "model_variant": spec.model_variant}
+    tags = {"variant": spec.name, "seed": str(spec.seed), "ablation": spec.study,
+            "model_variant": spec.model_variant, **run_tags(run)}
     t0 = time.perf_counter()
     result = fit(run, features_dir=spec.features_dir, output_dir=out / "model", experiment=spec.experiment,
                  run_name=f"{spec.name}-seed{spec.seed}", tags=tags, register=False)

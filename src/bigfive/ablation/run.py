@@ -19,6 +19,10 @@ earlier variant trains (``..._h4`` while the default is 4 heads) is not trained 
 holds a ``metrics.json`` naming the variant it duplicates (``same_as``) and ``bigfive compare``
 reports that variant's numbers for it.
 
+On a cluster, ``bigfive ablate --all --slurm`` submits the runs not done yet as one Slurm job array
+(:mod:`bigfive.ablation.slurm`), and ``bigfive ablate --collect DIR`` rebuilds the run folders from MLflow
+(:mod:`bigfive.ablation.collect`).
+
 This module is the command line; the run itself is :func:`bigfive.ablation.execute.execute`, which
 ``bigfive ablate --all`` (:mod:`bigfive.ablation.parallel`) calls too.
 """
@@ -48,16 +52,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="every variant x seed without a run folder yet (then: dvc commit -f "
                              "pipelines/ablation/dvc.yaml:ablate); see bigfive.ablation.parallel")
     parser.add_argument("--jobs", type=int, default=1, help="--all: runs at a time, one thread each (default 1)")
+    cluster = parser.add_argument_group("on a Slurm cluster (docs/cluster.md; job options: launcher.slurm)")
+    cluster.add_argument("--slurm", action="store_true",
+                         help="--all: submit every run not done or in flight as one Slurm job array (sbatch)")
+    cluster.add_argument("--wait", action="store_true",
+                         help="--slurm: wait for the jobs, resubmit killed ones (launcher.slurm.retries times)")
+    cluster.add_argument("--collect", type=Path, metavar="DIR",
+                         help="write the run folders of every run complete in MLflow into DIR "
+                              "(then: bigfive compare --runs-dir DIR)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs <= 0:
         raise ConfigError("--epochs", f"must be > 0, got {args.epochs}")
+    if args.collect:
+        from bigfive.ablation.collect import collect
+
+        return 1 if collect(load_params(args.params), args.collect, epochs=args.epochs) else 0
+    if (args.slurm or args.wait) and not args.all:
+        raise ConfigError("--slurm", "submits the whole ablation: use it with --all")
     if args.all:
         if args.variant or args.seed is not None or args.frames is not None or args.stage:
             raise ConfigError("--all", "runs every variant and seed: give no --variant, --seed, --frames or --stage")
         if args.jobs < 1:
             raise ConfigError("--jobs", f"must be >= 1, got {args.jobs}")
+        if args.slurm:
+            if args.no_tracking:
+                raise ConfigError("--no-tracking", "--slurm decides what is done from MLflow: tracking must be on")
+            from bigfive.ablation.slurm import run_slurm
+
+            return run_slurm(args.params, epochs=args.epochs, wait=args.wait)
         from bigfive.ablation.parallel import run_all
 
         return run_all(args.params, jobs=args.jobs, tracking=not args.no_tracking, epochs=args.epochs)

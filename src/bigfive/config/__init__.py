@@ -10,6 +10,7 @@ from typing import Any
 from bigfive.config.ablation import AblationConfig
 from bigfive.config.base import ConfigError, flatten, from_dict, load_yaml, to_dict
 from bigfive.config.data import DataConfig, SampleConfig
+from bigfive.config.launcher import LauncherConfig, SlurmConfig
 from bigfive.config.model import ModelConfig
 from bigfive.config.preprocess import FlowConfig, PreprocessConfig
 from bigfive.config.train import EvaluateConfig, TrackingConfig, TrainConfig
@@ -28,6 +29,7 @@ class Params:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
 
     def validate(self, path: str) -> None:
         want = 6 if self.data.predict_interview else 5
@@ -83,6 +85,7 @@ def replace(params: Params, overrides: dict[str, Any]) -> Params:
 
 __all__ = [
     "Params", "DataConfig", "SampleConfig", "PreprocessConfig", "FlowConfig", "ModelConfig", "TrainConfig",
-    "TrackingConfig", "EvaluateConfig", "TuneConfig", "SearchParam", "AblationConfig", "ConfigError",
+    "TrackingConfig", "EvaluateConfig", "TuneConfig", "SearchParam", "AblationConfig", "LauncherConfig",
+    "SlurmConfig", "ConfigError",
     "load_params", "params_from_dict", "apply_overrides", "replace", "to_dict", "flatten", "dataclasses",
 ]
