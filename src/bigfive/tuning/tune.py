@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
             features_dir = Path(args.features or params.preprocess.features_dir)
             if not (features_dir / "train").is_dir() or not (features_dir / "val").is_dir():
                 raise FileNotFoundError(f"{features_dir}: no train/ and val/ features (run `dvc repro features`)")
+            from bigfive.utils.gpus import pin_gpu
+
+            pin_gpu()  # workers sharing a multi-GPU node take one GPU each, round-robin, before CUDA starts
             if args.threads is not None:
                 import torch
 
