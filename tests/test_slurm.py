@@ -175,3 +175,34 @@ def test_bad_launcher_config_names_the_key(key, value, message):
     with pytest.raises(ConfigError, match=message) as err:
         params_from_dict({"launcher": {"slurm": {key: value}}})
     assert f"launcher.slurm.{key}" in str(err.value)
+
+
+def test_tuning_workers_as_a_job_array_join_one_study(tmp_path):
+    """docs/cluster.md's tuning command on the real cluster: each array task is one more worker of the study."""
+    import optuna
+
+    params = tiny_params({
+        "preprocess": {"features_dir": str(write_features(tmp_path / "features", n=16))},
+        "tracking": {"enabled": False},
+        "tune": {"epochs": 1, "n_trials": 2, "pruner": "none", "pruner_min_resource": 1, "timeout_s": None},
+    })
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    journal = tmp_path / "optuna.journal"
+    with slurm_cluster(cpus=2) as env:
+        env = {**env, "PYTHONPATH": str(ROOT / "src")}
+        command = (f"bigfive tune --params {tmp_path}/params.yaml --storage journal:///{journal} --n-trials 1 "
+                   "--threads 1 --no-report")
+        subprocess.run(["sbatch", "--job-name=bigfive-tune", "--array=1-2", "--cpus-per-task=1", "--mem=1G",
+                        "--time=10:00", f"--chdir={tmp_path}", f"--output={tmp_path}/%x-%A_%a.out", "--export=ALL",
+                        "--wrap", command], env=env, check=True, capture_output=True, timeout=60)
+        _until("the tuning array to end", lambda: not _queue(env).strip(), every=1)
+    logs = sorted(tmp_path.glob("bigfive-tune-*.out"))
+    assert len(logs) == 2
+    worker_logs = "\n".join(p.read_text()[-1500:] for p in logs)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    studies = optuna.get_all_study_summaries(storage)
+    assert len(studies) == 1, worker_logs
+    [study] = studies
+    trials = optuna.load_study(study_name=study.study_name, storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"], worker_logs
+    assert trials[0].params != trials[1].params, "the two workers ran the same trial"

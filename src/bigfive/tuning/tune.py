@@ -51,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
         return _apply(Path(args.apply), Path(args.params))
     cfg = dataclasses.replace(params.tune, storage=args.storage or params.tune.storage,
                               study=args.study or params.tune.study,
-                              timeout_s=args.timeout if args.timeout is not None else params.tune.timeout_s)
+                              timeout_s=args.timeout if args.timeout is not None else params.tune.timeout_s,
+                              # the tasks of a Slurm array are workers of one study: TPE workers seeded alike
+                              # propose the same startup trials (measured: two tasks, identical trial params)
+                              sampler_seed=params.tune.sampler_seed + int(os.environ.get("SLURM_ARRAY_TASK_ID", 0)))
     if args.n_trials is not None and args.n_trials < 1:
         raise ConfigError("--n-trials", f"must be >= 1, got {args.n_trials}")
     if not cfg.space:
