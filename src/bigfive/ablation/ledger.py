@@ -93,12 +93,12 @@ def _tracked(r: Any) -> TrackedRun:
 
 
 def completed(runs: list[TrackedRun]) -> dict[str, TrackedRun]:
-    """run key -> its complete run (the latest one where a race let two finish)."""
+    """run key -> its complete run (the latest one where a race let two finish: MLflow lists newest first)."""
     out: dict[str, TrackedRun] = {}
     for r in runs:
         if r.complete:
             if r.key in out:
-                log.warning("%s seed %d was completed twice (MLflow runs %s and %s): using the first",
+                log.warning("%s seed %d was completed twice (MLflow runs %s and %s): using the first, the latest",
                             r.variant, r.seed, out[r.key].run_id, r.run_id)
             out.setdefault(r.key, r)
     return out

@@ -69,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
         from bigfive.ablation.collect import collect
 
         return 1 if collect(load_params(args.params), args.collect, epochs=args.epochs) else 0
-    if (args.slurm or args.wait) and not args.all:
+    if args.slurm and not args.all:
         raise ConfigError("--slurm", "submits the whole ablation: use it with --all")
+    if args.wait and not args.slurm:
+        raise ConfigError("--wait", "waits for Slurm jobs: use it with --all --slurm")
     if args.all:
         if args.variant or args.seed is not None or args.frames is not None or args.stage:
             raise ConfigError("--all", "runs every variant and seed: give no --variant, --seed, --frames or --stage")

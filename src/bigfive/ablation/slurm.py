@@ -32,7 +32,7 @@ from bigfive.config.launcher import SlurmConfig
 log = logging.getLogger("bigfive.ablation")
 
 JOB_NAME = "bigfive-ablate"
-_POLL_S = 5.0
+_POLL_S = 2.0  # squeue is cheap; a finished array is noticed within this
 
 
 def job_script(cfg: SlurmConfig, runs: list[RunSpec], *, params_path: str | Path, epochs: int | None,
@@ -95,7 +95,6 @@ def in_flight_keys(job_dir: Path, live: set[str]) -> set[str]:
 def submit(params_path: str | Path, *, epochs: int | None = None) -> tuple[str | None, int]:
     """Submit every pending run as one job array; returns (array job id or None, runs submitted)."""
     from bigfive.ablation.parallel import all_runs, duplicates, spec_key
-    from bigfive.training.tracking import resolve_tracking_uri
 
     params = load_params(params_path)
     uri = _shared_uri(params)
@@ -104,7 +103,7 @@ def submit(params_path: str | Path, *, epochs: int | None = None) -> tuple[str |
     job_dir.mkdir(parents=True, exist_ok=True)
     live = live_tasks()
     tracked = tracked_runs(uri, params.ablation.experiment)
-    mark_abandoned(resolve_tracking_uri(params.tracking), tracked, live)
+    mark_abandoned(uri, tracked, live)
     done, flying = set(completed(tracked)), in_flight_keys(job_dir, live)
     specs = [s for s in all_runs(params, epochs) if s.name not in duplicates(params, epochs)]
     pending = [s for s in specs if spec_key(params, s) not in done | flying]
