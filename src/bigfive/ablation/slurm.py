@@ -66,8 +66,10 @@ def _slurm(*cmd: str) -> str:
     except FileNotFoundError:
         raise RuntimeError(f"{cmd[0]}: not found (is this a Slurm login node? --slurm needs sbatch and squeue)")\
             from None
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:2])} failed: {(done.stderr or done.stdout).strip()[:300]}")
+    if done.returncode != 0:  # the last line is Slurm's reason (fatal: ...), the ones above are its attempts
+        said = ((done.stderr or done.stdout).strip().splitlines() or ["no output"])[-1][:300]
+        raise RuntimeError(f"{' '.join(cmd[:2])} failed: {said} (is SLURM_CONF or /etc/slurm/slurm.conf this "
+                           "cluster's?)")
     return done.stdout
 
 
