@@ -107,17 +107,18 @@ def submit(params_path: str | Path, *, epochs: int | None = None) -> tuple[str |
     tracked = tracked_runs(uri, params.ablation.experiment)
     mark_abandoned(uri, tracked, live)
     done, flying = set(completed(tracked)), in_flight_keys(job_dir, live)
-    specs = [s for s in all_runs(params, epochs) if s.name not in duplicates(params, epochs)]
-    pending = [s for s in specs if spec_key(params, s) not in done | flying]
-    log.info("%d of %d ablation runs done, %d queued or running, %d to submit", sum(spec_key(params, s) in done
-             for s in specs), len(specs), sum(spec_key(params, s) in flying for s in specs), len(pending))
+    dups = duplicates(params, epochs)
+    keys = {s: spec_key(params, s) for s in all_runs(params, epochs) if s.name not in dups}
+    pending = [s for s, key in keys.items() if key not in done | flying]
+    log.info("%d of %d ablation runs done, %d queued or running, %d to submit", len(done & set(keys.values())),
+             len(keys), len(flying & set(keys.values())), len(pending))
     if not pending:
         return None, 0
     script = job_dir / f"{JOB_NAME}-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6}.sh"
     script.write_text(job_script(cfg, pending, params_path=params_path, epochs=epochs, workdir=Path.cwd()))
     job = _slurm("sbatch", "--parsable", str(script)).strip().split(";")[0]
     (job_dir / f"{JOB_NAME}-{job}.json").write_text(json.dumps(
-        {"script": script.name, "keys": [spec_key(params, s) for s in pending],
+        {"script": script.name, "keys": [keys[s] for s in pending],
          "runs": [[s.name, s.seed] for s in pending]}, indent=1))
     log.info("submitted job array %s: %d runs (%s); logs in %s", job, len(pending), script, job_dir)
     return job, len(pending)
