@@ -132,21 +132,37 @@ def _shutdown(procs: list[subprocess.Popen], env: dict[str, str]) -> None:
         assert proc.returncode is not None, f"{proc.args[0]} (pid {proc.pid}) still running"
 
 
-def _reap_steps(base: Path, timeout: float = 30) -> None:
-    """Wait for this cluster's job-step daemons to exit; kill any that linger.
+def _jobs_processes(base: Path) -> list:
+    """This cluster's job-step daemons and job processes that are still alive (zombies have exited).
 
-    slurmstepd is reparented to init and clears its environment; what marks it as this cluster's is the
-    slurmd log it holds open.
+    slurmstepd is reparented to init and clears its environment: what marks it as this cluster's is the
+    slurmd log it holds open. A job's processes carry the job's environment: SLURM_JOB_ID and our SLURM_CONF.
     """
     import psutil
 
-    steps = []
-    for p in psutil.process_iter(["name"]):
+    found = []
+    for p in psutil.process_iter(["name", "status"]):
         with contextlib.suppress(psutil.Error):
-            if p.info["name"] == "slurmstepd" and any(f.path.startswith(f"{base}/") for f in p.open_files()):
-                steps.append(p)
-    _, alive = psutil.wait_procs(steps, timeout=timeout)
-    for p in alive:
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if p.info["name"] == "slurmstepd":
+                if any(f.path.startswith(f"{base}/") for f in p.open_files()):
+                    found.append(p)
+                continue
+            env = p.environ()
+            if env.get("SLURM_CONF") == str(base / "slurm.conf") and "SLURM_JOB_ID" in env:
+                found.append(p)
+    return found
+
+
+def _reap_steps(base: Path, timeout: float = 30) -> None:
+    """Wait for this cluster's job steps and job processes to exit; kill any that linger, by PID."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while (left := _jobs_processes(base)) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    for p in left:
         with contextlib.suppress(psutil.Error):
             p.kill()
 
