@@ -224,3 +224,43 @@ def test_sigterm_stops_the_running_job_and_removes_the_temporary_folder(files, t
         proc.wait(timeout=HANG_S)
     assert proc.returncode != -signal.SIGKILL
     assert list(tmp.glob("bigfive-app-*")) == [], "the temporary folder with the uploads stayed on disk"
+
+
+def test_a_job_over_its_time_limit_is_stopped_and_its_clip_deleted(files, tmp_path):
+    """The queue in-process with the real predictor: a limit shorter than the header probe stops the job at
+    its first decoded frame, with the reason naming the option."""
+    import shutil
+
+    from bigfive.app.jobs import JobQueue
+    from bigfive.inference.predictor import Predictor
+
+    queue = JobQueue(Predictor(files["model"], device="cpu"), tmp_path / "jobs", job_timeout_s=1e-6)
+    try:
+        job_id, folder = queue.new_folder()
+        shutil.copyfile(files["clip"], folder / "clip.mp4")
+        job = queue.submit(job_id, "talk.mp4", folder / "clip.mp4")
+        wait_until(lambda: job.finished, "the job never finished")
+    finally:
+        queue.close()
+    assert job.result.status == "error" and "over the per-job time limit" in job.result.error
+    assert "--job-timeout" in job.result.error and not (folder / "clip.mp4").exists()
+
+
+def test_a_folder_left_by_a_killed_app_is_removed_and_a_live_ones_kept(tmp_path):
+    from bigfive.app.main import PREFIX, sweep_orphans
+
+    dead = subprocess_pid_that_exited()
+    orphan, live = tmp_path / f"{PREFIX}{dead}-abc", tmp_path / f"{PREFIX}{os.getpid()}-def"
+    for folder in (orphan, live):
+        (folder / "job").mkdir(parents=True)
+        (folder / "job" / "clip.mp4").write_bytes(b"a face")
+    assert sweep_orphans(tmp_path) == [orphan]
+    assert not orphan.exists() and (live / "job" / "clip.mp4").is_file()
+
+
+def subprocess_pid_that_exited() -> int:
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid

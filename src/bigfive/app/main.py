@@ -5,7 +5,8 @@ the server starts listening, so the page is ready as soon as it answers. It list
 unless ``--host`` says otherwise: the page runs a model on uploaded files and has no authentication.
 
 Its temporary folder (uploads while they wait, results until they expire) is removed on every exit the
-process can see: Ctrl+C, SIGTERM, an error. Uvicorn re-raises the signal it caught once it has shut
+process can see: Ctrl+C, SIGTERM, an error; one left by a killed process (SIGKILL) is removed by the
+next start (:func:`sweep_orphans`). Uvicorn re-raises the signal it caught once it has shut
 down; the handler installed here turns that into ``SystemExit``, so the ``finally`` blocks run.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -100,6 +102,25 @@ def build_state(args: argparse.Namespace, params: Any, workdir: Path) -> Any:
     return AppState(queue, info, samples, limit, card, hosts, args.body_timeout)
 
 
+PREFIX = "bigfive-app-"
+
+
+def sweep_orphans(tmp_root: Path) -> list[Path]:
+    """Remove the temporary folders of app processes that are gone (killed with SIGKILL, a power cut):
+    the only exits the server cannot clean up after itself. A folder names its process (``bigfive-app-<pid>-``)."""
+    import shutil
+
+    import psutil
+
+    removed = []
+    for folder in tmp_root.glob(f"{PREFIX}*-*"):
+        pid = folder.name[len(PREFIX):].split("-", 1)[0]
+        if folder.is_dir() and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks: the temporary folder is removed
 
@@ -116,7 +137,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     params = params_or_defaults(args.params)
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    with tempfile.TemporaryDirectory(prefix="bigfive-app-") as tmp:
+    for folder in sweep_orphans(Path(tempfile.gettempdir())):
+        log.info("removed %s, left by an app process that was killed", folder)
+    with tempfile.TemporaryDirectory(prefix=f"{PREFIX}{os.getpid()}-") as tmp:
         state = build_state(args, params, Path(tmp))
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("listening on %s: anyone who can reach this address can upload clips", args.host)

@@ -167,19 +167,18 @@ def create_app(state: AppState) -> SameOrigin:
         shutil.copyfile(clip, dest)  # the job owns its copy, deleted after the prediction; data/raw is never touched
         return submit(job_id, clip.name, dest)
 
-    @app.post("/api/jobs/{job_id}/cancel")
-    def cancel(job_id: str) -> JSONResponse:
-        found = state.queue.cancel(job_id)
-        if found is None:
-            return error(404, f"no job {job_id}")
-        return JSONResponse(job_view(state.queue, found))
-
-    @app.get("/api/jobs/{job_id}")
-    def job(job_id: str) -> JSONResponse:
-        found = state.queue.get(job_id)
+    def view(found: Job | None, job_id: str) -> JSONResponse:
         if found is None:
             return error(404, f"no job {job_id} (results are kept for {state.queue.result_ttl_s:g} s, then deleted)")
         return JSONResponse(job_view(state.queue, found))
+
+    @app.post("/api/jobs/{job_id}/cancel")
+    def cancel(job_id: str) -> JSONResponse:
+        return view(state.queue.cancel(job_id), job_id)
+
+    @app.get("/api/jobs/{job_id}")
+    def job(job_id: str) -> JSONResponse:
+        return view(state.queue.get(job_id), job_id)
 
     @app.get("/api/jobs/{job_id}/figure.png")
     def figure(job_id: str) -> Any:
