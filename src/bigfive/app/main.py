@@ -142,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix=f"{PREFIX}{os.getpid()}-") as tmp:
         state = build_state(args, params, Path(tmp))
         if args.host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("listening on %s: anyone who can reach this address can upload clips", args.host)
+            log.warning("listening on %s: anyone who can reach this address can upload clips; requests are "
+                        "answered only for Host %s (add the names clients use with --allow-host)", args.host,
+                        ", ".join(sorted(state.hosts)))
         log.info("bigfive app: http://%s:%d (Ctrl+C stops it)", args.host, args.port)
         try:
             # timeout_graceful_shutdown: a stalled upload must not hold the exit (and the folder) open
