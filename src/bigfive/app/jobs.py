@@ -134,9 +134,9 @@ class JobQueue:
         try:
             job.started = time.monotonic()
             if job.cancelled or self._closed.is_set():
-                job.result = ClipPrediction(str(job.clip), status="error", error="cancelled")
+                job.result = ClipPrediction(job.name, status="error", error="cancelled")
             else:
-                job.result = self.predictor.predict(job.clip, explain_to=job.figure, stage=stage,
+                job.result = self.predictor.predict(job.clip, explain_to=job.figure, stage=stage, label=job.name,
                                                     stop=lambda: "server stopping" if self._closed.is_set()
                                                     else job.stop_reason())
         finally:

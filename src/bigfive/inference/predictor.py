@@ -88,14 +88,17 @@ class Predictor:
         return traits[0].cpu().numpy(), maps
 
     def predict(self, path: str | Path, *, explain_to: str | Path | None = None,
-                stage: Callable[[str], None] | None = None, stop: Stop | None = None) -> ClipPrediction:
+                stage: Callable[[str], None] | None = None, stop: Stop | None = None, label: str | None = None
+                ) -> ClipPrediction:
         """Predict one clip; failures come back as ``status='error'`` (never raised).
 
         ``stage`` is called with ``faces``, ``flow``, ``model`` and ``figure`` as each step starts (the
         web page's progress); it does not change what is computed. ``stop`` is asked before each decoded
         frame and each step: a reason it returns (cancelled, out of time) ends the clip as an error.
+        ``label`` names the clip in the result and the figure instead of ``path`` (the app stores uploads
+        under names of its own, and shows the name the user gave).
         """
-        pred = ClipPrediction(clip=str(path))
+        pred = ClipPrediction(clip=label or str(path))
 
         def step(name: str) -> None:
             why = stop() if stop is not None else None
