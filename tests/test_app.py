@@ -17,6 +17,7 @@ import numpy as np
 import psutil
 import pytest
 from conftest import HANG_S, clean_env, serve
+from playwright.sync_api import expect
 
 from bigfive import TRAITS
 from bigfive.app.jobs import JobQueue
@@ -105,7 +106,8 @@ def page(chromium, app):
     page = context.new_page()
     page.set_default_timeout(HANG_S * 1000)
     page.goto(app["base"] + "/")
-    page.wait_for_function("document.getElementById('model').textContent !== '…'")  # /api/info arrived
+    # /api/info arrived (expect, not wait_for_function: the page's CSP forbids the eval that one uses)
+    expect(page.locator("#model")).not_to_have_text("…", timeout=HANG_S * 1000)
     yield page
     context.close()
 
@@ -137,7 +139,9 @@ def test_uploaded_clip_shows_the_clis_traits_quality_and_figure(app, page, tmp_p
     n_train = len(np.load(app["project"] / "data/features/train/labels.npy"))
     assert f"({n_train} training clips, data/features/train/labels.npy)" in page.inner_text("#legend")
 
-    page.wait_for_function("document.getElementById('figure').complete")
+    deadline = time.monotonic() + HANG_S
+    while not page.eval_on_selector("#figure", "img => img.complete") and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert page.eval_on_selector("#figure", "img => img.naturalWidth") > 0
     src = page.get_attribute("#figure", "src")
     with urllib.request.urlopen(app["base"] + src, timeout=HANG_S) as r:

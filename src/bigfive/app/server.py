@@ -3,19 +3,25 @@
 - ``GET /`` the page (static/index.html, app.js, app.css: no CDN, no fonts, works offline)
 - ``GET /api/info`` the model, its traits, the training labels' distribution, the sample's test clips
 - ``POST /api/upload?name=clip.mp4`` the clip as the raw request body (no multipart parser needed;
-  the size limit is checked on Content-Length and again while streaming) -> ``{"job": id}``
+  the size limit is checked on Content-Length and again while streaming) -> ``{"job": id}``; 503 with
+  ``Retry-After`` when the queue is full (checked before the body is read)
+- ``POST /api/jobs/{id}/cancel`` stop a queued or running job
 - ``POST /api/sample/{video_id}`` one of the sample's test clips -> ``{"job": id}``
 - ``GET /api/jobs/{id}`` stage while running; traits, quality and warnings, or the error line when done
 - ``GET /api/jobs/{id}/figure.png`` the ``bigfive predict --explain`` figure of that clip
 - ``GET /model-card`` and ``/model-card.md`` the model card
 
 Every error answers ``{"error": "<one line>"}``; a clip that cannot be predicted says
-``<file>: <reason>``, the line ``bigfive predict`` prints.
+``<file>: <reason>``, the line ``bigfive predict`` prints. :mod:`bigfive.app.guard` sits in front of all
+of it (Host and Origin checks, nosniff, CSP). The clip is stored under a server-made name
+(``clip<.ext>``), so no upload name can collide with the job's figure or leave its folder.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
+import logging
 import re
 import shutil
 from dataclasses import dataclass
@@ -25,11 +31,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.requests import ClientDisconnect
 
-from bigfive.app.jobs import STAGES, Job, JobQueue
+from bigfive.app.guard import SameOrigin
+from bigfive.app.jobs import STAGES, Job, JobQueue, QueueFull
+from bigfive.inference.predict import VIDEO_EXTENSIONS
 
+log = logging.getLogger("bigfive.app")
 STATIC = Path(__file__).parent / "static"
 UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+RETRY_AFTER_S = 30  # what a refused upload is told to wait: about one clip's prediction
 
 
 @dataclass
@@ -39,6 +50,8 @@ class AppState:
     samples: dict[str, Path]  # video_id -> clip
     max_upload_bytes: int
     card: tuple[str, str] | None  # (text, source)
+    hosts: set[str]  # the Host values this server answers to (bigfive.app.guard)
+    body_timeout_s: float = 30.0  # an upload that sends nothing for this long is dropped
 
 
 def safe_name(name: str) -> str:
@@ -47,8 +60,14 @@ def safe_name(name: str) -> str:
     return base or "upload"
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def stored_name(name: str) -> str:
+    """The server's name for an uploaded clip: ``clip`` and the upload's extension when it is a video's."""
+    suffix = Path(safe_name(name)).suffix.lower()
+    return "clip" + (suffix if suffix in VIDEO_EXTENSIONS else "")
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def megabytes(n: float) -> str:
@@ -75,26 +94,35 @@ def job_view(queue: JobQueue, job: Job) -> dict[str, Any]:
     return out
 
 
-async def receive(request: Request, dest: Path, limit: int, name: str) -> JSONResponse | None:
-    """Stream the body into ``dest``; an error response when it is over ``limit`` bytes (nothing kept)."""
+async def receive(request: Request, dest: Path, limit: int, name: str, idle_s: float) -> JSONResponse | None:
+    """Stream the body into ``dest``; an error response when it is over ``limit`` bytes, stalls for ``idle_s``
+    or the client goes away (the caller then removes the partial file)."""
     over = f"{name}: the file is larger than the upload limit of {megabytes(limit)} (bigfive app --max-upload-mb)"
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         return error(413, over)
     size = 0
+    chunks = request.stream().__aiter__()
     with dest.open("wb") as f:
-        async for chunk in request.stream():
+        while True:
+            try:
+                chunk = await asyncio.wait_for(chunks.__anext__(), idle_s)
+            except StopAsyncIteration:
+                return None
+            except (TimeoutError, asyncio.TimeoutError):
+                log.info("upload of %s dropped: nothing received for %g s", name, idle_s)
+                return error(408, f"{name}: the upload stalled (nothing received for {idle_s:g} s; "
+                                  "bigfive app --body-timeout)")
+            except ClientDisconnect:  # not a server error: one log line, no traceback, no file left
+                log.info("upload of %s abandoned by the client after %s", name, megabytes(size))
+                return error(400, f"{name}: the upload was interrupted")
             size += len(chunk)
             if size > limit:  # a client that sends more than it declared, or no length at all
-                break
+                return error(413, over)
             f.write(chunk)
-    if size > limit:
-        dest.unlink()
-        return error(413, over)
-    return None
 
 
-def create_app(state: AppState) -> FastAPI:
+def create_app(state: AppState) -> SameOrigin:
     app = FastAPI(title="bigfive", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -109,12 +137,25 @@ def create_app(state: AppState) -> FastAPI:
     @app.post("/api/upload")
     async def upload(request: Request, name: str = "upload.mp4") -> JSONResponse:
         clean = safe_name(name)
+        try:
+            state.queue.check_room()  # before the body: a full queue costs the client no upload
+        except QueueFull as err:
+            return error(503, str(err), {"Retry-After": str(RETRY_AFTER_S)})
         job_id, folder = state.queue.new_folder()
-        refused = await receive(request, folder / clean, state.max_upload_bytes, clean)
-        if refused is not None:
-            shutil.rmtree(folder, ignore_errors=True)
-            return refused
-        return JSONResponse({"job": state.queue.submit(job_id, clean, folder / clean).id}, status_code=202)
+        dest, kept = folder / stored_name(clean), False
+        try:
+            refused = await receive(request, dest, state.max_upload_bytes, clean, state.body_timeout_s)
+            kept = refused is None
+        finally:  # also when the request task itself is cancelled: no partial clip stays
+            if not kept:
+                shutil.rmtree(folder, ignore_errors=True)
+        return refused if refused is not None else submit(job_id, clean, dest)
+
+    def submit(job_id: str, name: str, clip: Path) -> JSONResponse:
+        try:
+            return JSONResponse({"job": state.queue.submit(job_id, name, clip).id}, status_code=202)
+        except QueueFull as err:
+            return error(503, str(err), {"Retry-After": str(RETRY_AFTER_S)})
 
     @app.post("/api/sample/{video_id}")
     def sample(video_id: str) -> JSONResponse:
@@ -122,15 +163,22 @@ def create_app(state: AppState) -> FastAPI:
         if clip is None:
             return error(404, f"{video_id}: not one of the sample's test clips")
         job_id, folder = state.queue.new_folder()
-        shutil.copyfile(clip, folder / clip.name)  # the job owns its copy, so eviction never touches data/raw
-        return JSONResponse({"job": state.queue.submit(job_id, clip.name, folder / clip.name).id}, status_code=202)
+        dest = folder / stored_name(clip.name)
+        shutil.copyfile(clip, dest)  # the job owns its copy, deleted after the prediction; data/raw is never touched
+        return submit(job_id, clip.name, dest)
+
+    def view(found: Job | None, job_id: str) -> JSONResponse:
+        if found is None:
+            return error(404, f"no job {job_id} (results are kept for {state.queue.result_ttl_s:g} s, then deleted)")
+        return JSONResponse(job_view(state.queue, found))
+
+    @app.post("/api/jobs/{job_id}/cancel")
+    def cancel(job_id: str) -> JSONResponse:
+        return view(state.queue.cancel(job_id), job_id)
 
     @app.get("/api/jobs/{job_id}")
     def job(job_id: str) -> JSONResponse:
-        found = state.queue.get(job_id)
-        if found is None:
-            return error(404, f"no job {job_id} (finished jobs are kept for a while, then removed)")
-        return JSONResponse(job_view(state.queue, found))
+        return view(state.queue.get(job_id), job_id)
 
     @app.get("/api/jobs/{job_id}/figure.png")
     def figure(job_id: str) -> Any:
@@ -156,4 +204,4 @@ def create_app(state: AppState) -> FastAPI:
         return HTMLResponse(f"<!doctype html><html lang='en'><head>{head}</head><body><main>{body}</main></body>"
                             "</html>")
 
-    return app
+    return SameOrigin(app, state.hosts)

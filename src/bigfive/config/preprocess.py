@@ -45,6 +45,14 @@ class PreprocessConfig:
     faces_dir: str = "data/faces"
     flow_dir: str = "data/flow"
     features_dir: str = "data/features"
+    # Caps read from the container before any frame is decoded (a careless or hostile file must not take
+    # the machine's memory or the only worker for an hour); a clip over one is refused with one line.
+    max_frame_pixels: int = 16_777_216  # width x height (4096 x 4096)
+    max_duration_s: float = 60.0  # 4x ChaLearn's 15 s clips
+    max_decode_pixels: int = 15_000_000_000  # frames x width x height (60 s of 3840x2160 at 30 fps)
+    # Frames with more pixels are shrunk (INTER_AREA) to about this many as they are read, so at most
+    # one full-size frame is held at a time (1920 x 1080; ChaLearn's 1280 x 720 is never shrunk).
+    shrink_pixels: int = 2_073_600
     flow: FlowConfig = field(default_factory=FlowConfig)
 
     def validate(self, path: str) -> None:
@@ -61,3 +69,7 @@ class PreprocessConfig:
         fraction(self.max_missing_share, f"{path}.max_missing_share")
         fraction(self.max_failed_share, f"{path}.max_failed_share")
         positive(self.workers, f"{path}.workers", allow_zero=True)
+        positive(self.max_frame_pixels, f"{path}.max_frame_pixels")
+        positive(self.max_duration_s, f"{path}.max_duration_s")
+        positive(self.max_decode_pixels, f"{path}.max_decode_pixels")
+        check(self.shrink_pixels >= 64 * 64, f"{path}.shrink_pixels", f"must be >= 4096, got {self.shrink_pixels}")

@@ -12,7 +12,7 @@ it actually decoded so callers can repair the plan when the file ran out early.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,14 +109,25 @@ def segment_indices(n_frames: int, frames: int, mode: str = "center", rng: np.ra
     return np.clip(idx, 0, n_frames - 1).astype(np.int64)
 
 
-def read_frames(path: str | Path, wanted: Iterable[int], *, gray: Iterable[int] = ()
-                ) -> tuple[dict[int, np.ndarray], VideoInfo, int]:
+def shrink(frame: np.ndarray, max_pixels: int | None) -> np.ndarray:
+    """``frame`` resized (INTER_AREA, aspect kept) to about ``max_pixels`` when it has more; else itself."""
+    h, w = frame.shape[:2]
+    if max_pixels is None or h * w <= max_pixels:
+        return frame
+    scale = (max_pixels / (h * w)) ** 0.5
+    return cv2.resize(frame, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def read_frames(path: str | Path, wanted: Iterable[int], *, gray: Iterable[int] = (), max_pixels: int | None = None,
+                stop: Callable[[], str | None] | None = None) -> tuple[dict[int, np.ndarray], VideoInfo, int]:
     """Decode ``path`` once, in order, returning the ``wanted`` frames (BGR) and ``gray`` frames.
 
     Returns ``(frames, info, decoded)``: ``frames`` maps index -> image (BGR uint8 for
     ``wanted``, single-channel uint8 for indices only in ``gray``); ``decoded`` is the number of
     frames actually read, which is less than the header count when the file ends early.
     Grayscale sources come back as 3-channel BGR (FFmpeg converts), so callers see one format.
+    Frames over ``max_pixels`` are shrunk as each is read, so only one full-size frame is ever held.
+    ``stop`` is asked before each frame; a reason it returns ends the decode with :class:`VideoError`.
     """
     cap = _open(path)
     try:
@@ -127,6 +138,9 @@ def read_frames(path: str | Path, wanted: Iterable[int], *, gray: Iterable[int] 
         out: dict[int, np.ndarray] = {}
         i = 0
         while i <= last:
+            why = stop() if stop is not None else None
+            if why:
+                raise VideoError(path, why)
             if not cap.grab():  # end of stream (or a truncated file): stop, the caller repairs
                 break
             if i in want_color or i in want_gray:
@@ -135,6 +149,7 @@ def read_frames(path: str | Path, wanted: Iterable[int], *, gray: Iterable[int] 
                     break
                 if frame.ndim == 2:
                     frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+                frame = shrink(frame, max_pixels)
                 out[i] = frame if i in want_color else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
             i += 1
         return out, info, i
@@ -142,12 +157,12 @@ def read_frames(path: str | Path, wanted: Iterable[int], *, gray: Iterable[int] 
         cap.release()
 
 
-def count_frames(path: str | Path) -> int:
-    """Exact frame count by grabbing through the file (the header count can be wrong)."""
+def count_frames(path: str | Path, most: int | None = None) -> int:
+    """Exact frame count by grabbing through the file (the header count can be wrong); stops after ``most``."""
     cap = _open(path)
     try:
         n = 0
-        while cap.grab():
+        while (most is None or n <= most) and cap.grab():
             n += 1
         return n
     finally:

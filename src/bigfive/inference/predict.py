@@ -97,13 +97,13 @@ def figure_names(clips: Sequence[str]) -> list[str]:
 _WORKER: dict[str, Predictor] = {}
 
 
-def _init_worker(checkpoint: str, device: str, threads: int) -> None:
+def _init_worker(checkpoint: str, device: str, threads: int, caps: Any) -> None:
     import cv2
     import torch
 
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    _WORKER["predictor"] = Predictor(checkpoint, device=device)
+    _WORKER["predictor"] = Predictor(checkpoint, device=device, caps=caps)
 
 
 def _work(clip: str, figure: str | None) -> ClipPrediction:
@@ -129,7 +129,9 @@ def predict_videos(videos: Sequence[str | Path], model: str | Path | None = None
 
     ``model``: a checkpoint path or an MLflow model URI (default ``models:/<registered>@<alias>``
     from ``params``); ``workers``: processes (0 = automatic, 1 = in this process); ``on_error`` is
-    called with each failed clip as it happens. Never raises for a bad clip.
+    called with each failed clip as it happens. Never raises for a bad clip. The input caps
+    (``preprocess.max_frame_pixels``, ``max_duration_s``, ``max_decode_pixels``) are ``params``'s: a clip over
+    one fails with its reason before it is decoded, and the others are still predicted.
     """
     from bigfive.inference.loader import default_model_uri
     from bigfive.training.tracking import resolve_tracking_uri
@@ -149,7 +151,8 @@ def predict_videos(videos: Sequence[str | Path], model: str | Path | None = None
     n_workers = resolve_workers(workers, len(clips))
     model = str(model or default_model_uri(params))
     if clips and predictor is None and n_workers == 1:
-        predictor = Predictor.from_model(model, tracking=resolve_tracking_uri(params.tracking), device=device)
+        predictor = Predictor.from_model(model, tracking=resolve_tracking_uri(params.tracking), device=device,
+                                         caps=params.preprocess)
     results: list[ClipPrediction | None] = [None] * len(clips)
 
     from bigfive.utils.progress import progress
@@ -167,14 +170,15 @@ def predict_videos(videos: Sequence[str | Path], model: str | Path | None = None
             for i, clip in enumerate(clips):
                 done(i, predictor.predict(clip, explain_to=figures[i]))
         elif clips:
-            _run_pool(clips, figures, model, resolve_tracking_uri(params.tracking), device, n_workers, done)
+            _run_pool(clips, figures, model, resolve_tracking_uri(params.tracking), device, n_workers, done,
+                      params.preprocess)
     finally:
         bar.close()
     return failures + [r for r in results if r is not None]
 
 
 def _run_pool(clips: list[str], figures: list[str | None], model: str, tracking: str, device: str, n_workers: int,
-              done: Callable[[int, ClipPrediction], None]) -> None:
+              done: Callable[[int, ClipPrediction], None], caps: Any) -> None:
     """Spawned workers, each loading the model once; an MLflow model is downloaded once, here."""
     import tempfile
 
@@ -184,7 +188,7 @@ def _run_pool(clips: list[str], figures: list[str | None], model: str, tracking:
     with tempfile.TemporaryDirectory(prefix="bigfive-model-") as tmp:
         checkpoint = resolve_checkpoint(model, tracking=tracking, cache_dir=tmp)
         with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(str(checkpoint), device, threads)) as pool:
+                                 initargs=(str(checkpoint), device, threads, caps)) as pool:
             futures = {pool.submit(_work, clip, figures[i]): i for i, clip in enumerate(clips)}
             for fut in as_completed(futures):
                 i = futures[fut]

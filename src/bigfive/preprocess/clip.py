@@ -18,6 +18,7 @@ seeded from ``(seed, video_id)`` so reruns give identical arrays.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import cv2
 import numpy as np
 
 from bigfive.config import PreprocessConfig
+from bigfive.data.container import check_caps, check_header
 from bigfive.data.video import VideoError, count_frames, probe, read_frames, segment_indices
 from bigfive.preprocess.detect import (
     FaceDetector,
@@ -50,7 +52,8 @@ class ClipFaces:
     reason: str
     quality: dict[str, Any]
     indices: np.ndarray  # (T,) sampled source frame indices
-    boxes: np.ndarray  # (T, 4) final (filled, smoothed) face boxes, full-resolution x1, y1, x2, y2
+    boxes: np.ndarray  # (T, 4) final (filled, smoothed) face boxes, x1, y1, x2, y2 in the decoded frame's pixels
+    # (the source's, unless frames over preprocess.shrink_pixels were shrunk as read)
     raw_boxes: np.ndarray  # (T, 4) tracked detections, NaN where missing
     confidence: np.ndarray  # (T,) MTCNN probability of the tracked face, 0 where missing
     crops: np.ndarray | None = None  # (T, S, S, 3) uint8 RGB
@@ -98,30 +101,30 @@ class DecodedClip:
     notes: list[str]
 
 
-def decode_clip(path: str | Path, cfg: PreprocessConfig, *, seed: int = 0, video_id: str | None = None
-                ) -> DecodedClip:
-    """Decode ``path`` once, in order, keeping the T sampled frames and their successors.
+Stop = Callable[[], str | None]  # asked before each decoded frame: a reason ends the clip (cancel, time limit)
 
-    Raises :class:`VideoError` for files that cannot be decoded (or have fewer than 2 frames).
+
+def decode_clip(path: str | Path, cfg: PreprocessConfig, *, seed: int = 0, video_id: str | None = None,
+                stop: Stop | None = None) -> DecodedClip:
+    """Decode ``path`` once, in order, keeping the T sampled frames (shrunk as read) and their successors.
+
+    Raises :class:`VideoError` for files that cannot be decoded (or have fewer than 2 frames), and,
+    before decoding anything, for a clip over one of the caps in ``cfg`` (frame size, duration, pixels).
     """
     path = Path(path)
     video_id = video_id or path.stem
     notes: list[str] = []
+    check_header(path, cfg)  # decodes nothing: a 16000x16000 clip is refused in ~30 MB
     info = probe(path)
-    n = info.n_frames
-    if n <= 0:  # header without a count: one extra pass to count (rare)
-        n = count_frames(path)
-        notes.append("no frame count in header (counted)")
-    if n < 2:
-        raise VideoError(path, f"only {n} frame(s); need at least 2")
-    frames, gray = _read(path, n, cfg, seed, video_id)
+    n = _checked_count(path, info, cfg, notes)
+    frames, gray = _read(path, n, cfg, seed, video_id, stop)
     decoded, n_header = frames["decoded"], n
     if frames["missing"]:  # header overestimated the length: re-plan on what was really decoded
         n = decoded
         if n < 2:
             raise VideoError(path, f"only {n} decodable frame(s) (header says {n_header}); need at least 2")
         notes.append(f"header frame count {n_header} but {n} decodable")
-        frames, gray = _read(path, n, cfg, seed, video_id)
+        frames, gray = _read(path, n, cfg, seed, video_id, stop)
         if frames["missing"]:
             raise VideoError(path, "frames vanished on a second read (unstable decode)")
     if n < cfg.frames:
@@ -129,14 +132,37 @@ def decode_clip(path: str | Path, cfg: PreprocessConfig, *, seed: int = 0, video
     return DecodedClip(path, info, n, frames["idx"], frames["follow"], frames["img"], gray, notes)
 
 
+def _checked_count(path: Path, info: Any, cfg: PreprocessConfig, notes: list[str]) -> int:
+    """The frame count to plan on, after OpenCV's header facts pass the caps (for files the probe could not read)."""
+    fps = info.fps if info.fps > 0 else None
+    duration = info.n_frames / fps if fps and info.n_frames > 0 else None
+    over = check_caps(cfg, width=info.width, height=info.height, duration_s=duration, n_frames=info.n_frames or None)
+    if over:
+        raise VideoError(path, over)
+    n = info.n_frames
+    if n <= 0:  # header without a count: one extra pass to count (rare), no further than the caps allow
+        most = cfg.max_decode_pixels // (info.width * info.height)
+        if fps:
+            most = min(most, int(cfg.max_duration_s * fps))
+        n = count_frames(path, most)
+        if n > most:
+            raise VideoError(path, check_caps(cfg, width=info.width, height=info.height, n_frames=n,
+                                              duration_s=n / fps if fps else None) or "too many frames")
+        notes.append("no frame count in header (counted)")
+    if n < 2:
+        raise VideoError(path, f"only {n} frame(s); need at least 2")
+    return n
+
+
 def extract_faces(path: str | Path, cfg: PreprocessConfig, detector: FaceDetector, *, seed: int = 0,
-                  video_id: str | None = None, decoded: DecodedClip | None = None) -> ClipFaces:
+                  video_id: str | None = None, decoded: DecodedClip | None = None, stop: Stop | None = None
+                  ) -> ClipFaces:
     """Decode ``path`` once (or take ``decoded``), detect and track the face in T sampled frames, crop them
     (and their successors).
 
     Raises :class:`VideoError` for files that cannot be decoded (or have fewer than 2 frames).
     """
-    clip = decoded if decoded is not None else decode_clip(path, cfg, seed=seed, video_id=video_id)
+    clip = decoded if decoded is not None else decode_clip(path, cfg, seed=seed, video_id=video_id, stop=stop)
     info, n, idx, follow, notes = clip.info, clip.n, clip.idx, clip.follow, list(clip.notes)
     images, gray = clip.images, clip.gray
 
@@ -181,10 +207,12 @@ def extract_faces(path: str | Path, cfg: PreprocessConfig, detector: FaceDetecto
     return ClipFaces("ok", quality["reason"], quality, idx, boxes, raw_boxes, conf, crops, flow_frames)
 
 
-def _read(path: Path, n: int, cfg: PreprocessConfig, seed: int, video_id: str) -> tuple[dict[str, Any], dict]:
+def _read(path: Path, n: int, cfg: PreprocessConfig, seed: int, video_id: str, stop: Stop | None
+          ) -> tuple[dict[str, Any], dict]:
     rng = clip_rng(seed, video_id)
     idx, follow = _plan(n, cfg, rng)
-    got, _, decoded = read_frames(path, idx.tolist(), gray=follow.ravel().tolist())
+    got, _, decoded = read_frames(path, idx.tolist(), gray=follow.ravel().tolist(), max_pixels=cfg.shrink_pixels,
+                                  stop=stop)
     gray = {}
     for j in np.unique(follow):
         j = int(j)

@@ -3,6 +3,7 @@
 const $ = (id) => document.getElementById(id);
 const STEPS = ["faces", "flow", "model", "figure"];
 let info = null;
+let current = null;  // the job being followed, for the cancel button
 
 function show(id, on) { $(id).hidden = !on; }
 
@@ -29,6 +30,10 @@ async function init() {
   $("model").textContent = info.model;
   $("note").textContent = info.note;
   $("limit").textContent = `up to ${(info.max_upload_bytes / 1e6).toFixed(1)} MB`;
+  $("privacy").textContent = "What this server keeps: your clip only until its prediction is done, failed or " +
+    "cancelled (then it is deleted); the result (traits, quality, figure) for " +
+    `${Math.round(info.result_ttl_s / 60)} minutes after it is done. Everything is deleted when the server stops. ` +
+    `A prediction running longer than ${info.job_timeout_s} s is stopped.`;
   show("card-link", info.model_card);
   for (const id of info.samples) $("sample").add(new Option(id, id));
   if (!info.samples.length) show("sample-form", false);
@@ -71,7 +76,12 @@ function accepted(status, text) {
   let body;
   try { body = JSON.parse(text); } catch { body = { error: `the server answered ${status}` }; }
   if (status !== 202) { showError(body.error || `the server answered ${status}`); return; }
+  current = body.job;
   poll(body.job);
+}
+
+async function cancel() {
+  if (current) await fetch(`/api/jobs/${current}/cancel`, { method: "POST" });
 }
 
 async function poll(id) {
@@ -143,4 +153,5 @@ function traitRow(trait, d) {
 
 $("upload-form").addEventListener("submit", upload);
 $("sample-form").addEventListener("submit", pickSample);
+$("cancel-btn").addEventListener("click", cancel);
 init().catch((err) => showError(`cannot reach the server: ${err}`));
