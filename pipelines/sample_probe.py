@@ -192,7 +192,8 @@ def trait_probes(st: np.ndarray, fl: np.ndarray) -> dict[str, np.ndarray]:
 def cross_time_probes(st: np.ndarray, fl: np.ndarray) -> dict[str, np.ndarray]:
     """Views of the cross-time trait: same-time (d = 0), each fixed offset, and the window of all offsets."""
     views = {f"offset {d:+d}" if d else "same-time (offset 0)": offset_view(st, fl, d) for d in OFFSETS}
-    views["window, all offsets -3..+3"] = np.concatenate([offset_view(st, fl, d) for d in OFFSETS], axis=1)
+    for w in (2, 3):  # 2: the C3D flow token's temporal reach (issue 23); 3: the whole lag range
+        views[f"window, offsets -{w}..+{w}"] = np.concatenate([offset_view(st, fl, d) for d in range(-w, w + 1)], 1)
     steps, offsets = observable_pairs(st, fl)
     views["observable: partner offset per cue kind"] = offsets.astype(np.float32)
     return views
@@ -236,19 +237,19 @@ def run_probes(st: np.ndarray, fl: np.ndarray, y: dict[str, np.ndarray], train: 
 # ---------------------------------------------------------------- exact Bayes references of ideal views
 
 
-def enumerate_plan(segments: int) -> list[tuple[float, tuple[int, ...], float]]:
-    """Every (probability, (cue0, zoom0, cue1, zoom1) steps, factor) of ``draw_cross_time``."""
+def enumerate_plan(segments: int, lag_set: tuple[int, ...] = CROSS_LAGS) -> list[tuple[float, tuple[int, ...], float]]:
+    """Every (probability, (cue0, zoom0, cue1, zoom1) steps, factor) of ``draw_cross_time`` (with ``lag_set``)."""
     import itertools
 
     rows = []
-    for lags in itertools.product(CROSS_LAGS, repeat=CROSS_PAIRS):
+    for lags in itertools.product(lag_set, repeat=CROSS_PAIRS):
         for signs in itertools.product((1, -1), repeat=CROSS_PAIRS):
             valid = []
             for cues in itertools.product(range(segments), repeat=CROSS_PAIRS):
                 ev = tuple(v for c, s, lag in zip(cues, signs, lags) for v in (c, c + s * lag))
                 if min(ev) >= 0 and max(ev) < segments and len(set(ev)) == len(ev):
                     valid.append(ev)
-            p = 1.0 / (len(CROSS_LAGS) ** CROSS_PAIRS * 2 ** CROSS_PAIRS * len(valid))
+            p = 1.0 / (len(lag_set) ** CROSS_PAIRS * 2 ** CROSS_PAIRS * len(valid))
             rows.extend((p, ev, sum(s > 0 for s in signs) / CROSS_PAIRS) for ev in valid)
     return rows
 
@@ -268,19 +269,33 @@ def bayes_accuracy(rows, view) -> float:
     return round(1.0 - 0.8 * err, 4)
 
 
-def bayes_references(segments: int) -> dict[str, float]:
-    rows = enumerate_plan(segments)
+def _coincide(ev: tuple[int, ...], ds) -> tuple[bool, ...]:
+    """Kind-matched cue-zoom coincidence at each offset in ``ds`` (what a fusion at those offsets can see)."""
+    return tuple(ev[2 * k + 1] - ev[2 * k] == d for d in ds for k in range(CROSS_PAIRS))
 
-    def offsets(ev, ds):  # kind-matched coincidence at each offset in ds
-        return tuple(ev[2 * k + 1] - ev[2 * k] == d for d in ds for k in range(CROSS_PAIRS))
 
+def bayes_references(segments: int, lag_set: tuple[int, ...] = CROSS_LAGS) -> dict[str, float]:
+    rows = enumerate_plan(segments, lag_set)
     out = {"pooled (no timing)": bayes_accuracy(rows, lambda ev: 0)}
-    out |= {f"offset {d:+d}": bayes_accuracy(rows, lambda ev, d=d: offsets(ev, [d])) for d in OFFSETS}
-    out["window -2..+2"] = bayes_accuracy(rows, lambda ev: offsets(ev, range(-2, 3)))
-    out["window -3..+3"] = bayes_accuracy(rows, lambda ev: offsets(ev, OFFSETS))
+    out |= {f"offset {d:+d}": bayes_accuracy(rows, lambda ev, d=d: _coincide(ev, [d])) for d in OFFSETS}
+    out |= {f"window -{w}..+{w}": bayes_accuracy(rows, lambda ev, w=w: _coincide(ev, range(-w, w + 1)))
+            for w in (1, 2, 3)}
     out["zoom steps and kinds only (one stream, in time order)"] = bayes_accuracy(rows, lambda ev: ev[1::2])
     out["cue steps and kinds only (one stream, in time order)"] = bayes_accuracy(rows, lambda ev: ev[0::2])
     out["all events"] = bayes_accuracy(rows, lambda ev: ev)
+    return out
+
+
+def lag_set_tradeoff(segments: int) -> dict[str, dict[str, float]]:
+    """Other lag sets than CROSS_LAGS: a wider one hides the pairs from short windows but lets one stream's
+    event positions tell more (on a line of ``segments`` steps, the later end of a pair is later on average)."""
+    out = {}
+    for lags in ((1, 2, 3), (1, 2, 3, 4), (2, 3, 4), (1, 2, 3, 4, 5), (3, 4, 5)):
+        ref = bayes_references(segments, lags)
+        out[str(list(lags))] = {k: ref[k] for k in ("window -1..+1", "window -2..+2", "window -3..+3",
+                                                    "zoom steps and kinds only (one stream, in time order)")}
+        out[str(list(lags))]["best fixed offset"] = max(bayes_accuracy(
+            enumerate_plan(segments, lags), lambda ev, d=d: _coincide(ev, [d])) for d in range(-5, 6) if d)
     return out
 
 
@@ -350,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-cross-time", action="store_true", help="probe the sample as it is without the trait")
     ap.add_argument("--mtcnn-clips", type=int, default=20, help="clips whose event frames MTCNN checks (0: none)")
+    ap.add_argument("--speed-clips", type=int, default=300, help="clips generated without the trait (speed reference)")
     ap.add_argument("--out", default="results/sample_probe")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
@@ -363,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
         t0, c0 = time.perf_counter(), time.process_time()
         meta = S.generate(cfg, Path(tmp) / "sample", progress=False)  # one process: its CPU time is the cost
         t1, c1 = time.perf_counter(), time.process_time()
+        off = S.sample_config(cfg, n_train=args.speed_clips, n_val=1, n_test=1, cross_time=False)
+        S.generate(off, Path(tmp) / "off", progress=False)  # reference: the same generator without the trait
+        c_off = time.process_time() - c1
         ids, st, fl, clips = summarise(Path(tmp) / "sample", specs, cfg, params.preprocess, args.seed)
         t2 = time.perf_counter()
         mtcnn = mtcnn_check(clips, specs, cfg, args.mtcnn_clips, Path(tmp)) if args.mtcnn_clips else {}
@@ -382,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                     "probes": round(t4 - t3, 1)},
         "generate_cpu_s": round(c1 - c0, 1),
         "generate_clips_per_cpu_s": round(len(ids) / (c1 - c0), 1),
+        "generate_clips_per_cpu_s_trait_off": round((args.speed_clips + 2) / c_off, 1),
         "noise_floor": meta["noise_floor"], "train_mean_baseline": meta["train_mean_baseline"],
         "mtcnn_on_event_frames": mtcnn,
         "probes": {f"{r['probe']} | {r['trait']}": r["accuracy"] for r in rows},
@@ -389,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.cross_time:
         report["observable_detection_vs_generator"] = detection_rates(st, fl, ordered)
         report["bayes_noise_free"] = bayes_references(cfg.segments)
+        report["bayes_noise_free_other_lag_sets"] = lag_set_tradeoff(cfg.segments)
     with (out / "probes.csv").open("w") as f:
         f.write("probe,trait,accuracy\n" + "".join(f"{r['probe']},{r['trait']},{r['accuracy']}\n" for r in rows))
     (out / "probes.json").write_text(json.dumps(report, indent=1) + "\n")
