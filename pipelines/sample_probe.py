@@ -41,6 +41,7 @@ from threadpoolctl import threadpool_limits
 from bigfive import TRAITS
 from bigfive.config import load_params
 from bigfive.data import sample as S
+from bigfive.data.faces_source import read_video_rgb
 from bigfive.data.sample_plan import CROSS_LAGS, CROSS_PAIRS, ClipSpec, noisy_labels, plan_clips, segment_centers
 from bigfive.data.sample_render import CUE_SHAPES, face_track
 
@@ -55,15 +56,7 @@ FLOW = ("dx", "dy", "mag", "med", "div", "curl")
 def decode(data: bytes, tmp: Path) -> np.ndarray:
     path = tmp / "clip.mp4"
     path.write_bytes(data)
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return np.stack(frames)
+    return np.stack(read_video_rgb(path))
 
 
 def crop(frame: np.ndarray, cx: float, cy: float, side: float, size: int) -> np.ndarray:
