@@ -19,7 +19,8 @@ Bayes accuracies (noise-free labels) of the ideal versions of these views come f
     nice python pipelines/sample_probe.py --n-train 1500 --n-val 250 --n-test 250 --out results/sample_probe
 
 Writes ``probes.csv`` (probe, trait, accuracy) and ``probes.json`` (config, costs, detection rates,
-Bayes references) into ``--out``.
+Bayes references) into ``--out``. ``--pipeline-outputs`` instead checks the observable detection on
+the real faces and flow stages' outputs (``bigfive raw``, ``faces``, ``flow`` run with ``--params``).
 """
 
 from __future__ import annotations
@@ -327,6 +328,31 @@ def mtcnn_check(clips: dict[str, bytes], specs: dict[str, ClipSpec], cfg, count:
                               round(float(np.max(heights)), 1)] if heights else []}
 
 
+def pipeline_check(params) -> dict:
+    """The observable detection on the real faces and flow stages' outputs (MTCNN boxes, smoothed, the
+    stored uint8 flow) of a sample generated with ``params`` (sample.cross_time on), instead of crops
+    around the generator's face track: how much of the proof survives the real crops."""
+    from bigfive.preprocess.flow import dequantize
+
+    pre = params.preprocess
+    specs = {s.video_id: s for s in plan_clips(params.sample)}
+    st, fl, ordered = [], [], []
+    for path in sorted(Path(pre.faces_dir).glob("*/*.npz")):
+        record = np.load(path)
+        if "crops" not in record.files:
+            continue  # excluded clip
+        flow = dequantize(np.load(Path(pre.flow_dir) / path.parent.name / f"{path.stem}.npy"), pre.flow.bound)
+        st.append([static_summary(c, 1 + 2 * pre.margin) for c in record["crops"]])
+        fl.append([flow_summary(np.moveaxis(x[:2], 0, -1)) for x in flow])
+        ordered.append(specs[path.stem])
+    st, fl = np.array(st, np.float32), np.array(fl, np.float32)
+    _, offsets = observable_pairs(st, fl)
+    y = np.array([noisy_labels(s)["conscientiousness"] for s in ordered])
+    rule = accuracy(0.1 + 0.8 * (offsets > 0).mean(1), y)  # the observable rule, no fitting
+    return {"clips": len(ordered), **detection_rates(st, fl, ordered), "observable_rule_accuracy": rule,
+            "train_mean_baseline_all_clips": accuracy(np.full(len(y), y.mean()), y)}
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -360,9 +386,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mtcnn-clips", type=int, default=20, help="clips whose event frames MTCNN checks (0: none)")
     ap.add_argument("--speed-clips", type=int, default=300, help="clips generated without the trait (speed reference)")
     ap.add_argument("--out", default="results/sample_probe")
+    ap.add_argument("--pipeline-outputs", action="store_true",
+                    help="only check the observable detection on the faces and flow stages' outputs of --params")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
     params = load_params(args.params)
+    if args.pipeline_outputs:
+        print(json.dumps(pipeline_check(params)))
+        return 0
     cfg = S.sample_config(params.sample, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
                           seed=args.seed, cross_time=not args.no_cross_time)
     specs = {s.video_id: s for s in plan_clips(cfg)}

@@ -37,7 +37,7 @@ ZOOM_PROFILE = {-1: -1.0, 0: 0.0, 1: 1.0, 2: 2.0, 3: 1.0, 4: 0.0}
 # frames of the flow pair, so no flow). (centre dx, dy; half-axes; in face heights from the face centre),
 # RGB, opacity. Kind 0: a dark band over the mouth (a hand-like occluder); kind 1: a bright forehead bar.
 CUE_SHAPES = (((0.0, 0.30), (0.24, 0.10), (45.0, 35.0, 35.0), 0.9),
-              ((0.0, -0.50), (0.30, 0.06), (250.0, 250.0, 235.0), 0.9))
+              ((0.0, -0.48), (0.30, 0.10), (250.0, 250.0, 235.0), 0.9))
 CUE_PROFILE = FLASH_PROFILE
 
 # x264 as YouTube-like H.264 (GOP 250, B-frames); veryfast keeps generation short. One thread: x264's
