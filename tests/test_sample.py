@@ -298,3 +298,113 @@ def test_real_carphone_footage_is_found_and_read(mtcnn) -> None:
         inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
         union = np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter
         assert inter / union > 0.7
+
+
+# ---------------------------------------------------------------- sample.cross_time (conscientiousness)
+
+# sha256 of the tiny sample's annotation pickles, metadata and rendered frames, recorded with the generator
+# before sample.cross_time existed (commit 0c3428b): with the option off the sample must not change at all.
+# (The frames are hashed before encoding, so only a different OpenCV warp could move this digest.)
+TINY_DIGEST_BEFORE_CROSS_TIME = "072bcc25cda1db33a4c03152ad26091e178921d8e17a3fcaba154f4a3bc9a28a"
+CROSS = dataclasses.replace(TINY, seconds=3.0, cross_time=True)
+
+
+def test_cross_time_off_leaves_the_sample_byte_identical(tiny: tuple[Path, dict]) -> None:
+    import hashlib
+
+    out, meta = tiny
+    digest = hashlib.sha256()
+    for name in (*S.ANNOTATIONS.values(), S.METADATA):
+        digest.update((out / name).read_bytes())
+    for spec in P.plan_clips(TINY):
+        digest.update(R.render_frames(spec, TINY).tobytes())
+    assert digest.hexdigest() == TINY_DIGEST_BEFORE_CROSS_TIME
+    assert "cross_time" not in meta["config"] and "conscientiousness_answered" not in meta["counts"]
+
+
+def test_cross_time_changes_only_its_own_fields_and_conscientiousness() -> None:
+    cfg = dataclasses.replace(SampleConfig(), cross_time=True)
+    off, on = P.plan_clips(SampleConfig()), P.plan_clips(cfg)
+    for a, b in zip(off, on):
+        assert dataclasses.replace(b, cue_slots=(), motion_slots=()) == a  # its own seed stream
+        events = [*b.cue_slots, *b.motion_slots]
+        assert len(events) == len(set(events)) == 2 * P.CROSS_PAIRS and min(events) >= 0 and max(events) < 8
+        assert {abs(m - c) for c, m in zip(b.cue_slots, b.motion_slots)} <= set(P.CROSS_LAGS)
+        labels_off, labels_on = P.clean_labels(a), P.clean_labels(b)
+        assert labels_on["conscientiousness"] == pytest.approx(P.LABEL_LOW + P.LABEL_SPAN * b.answered / 2)
+        assert all(labels_on[t] == labels_off[t] for t in ("openness", "extraversion", "agreeableness",
+                                                           "neuroticism"))
+    share = np.bincount([s.answered for s in on], minlength=3) / len(on)  # binomial(2, 1/2): 1/4, 1/2, 1/4
+    assert np.allclose(share, [0.25, 0.5, 0.25], atol=0.06)
+    lags = np.array([m - c for s in on for c, m in zip(s.cue_slots, s.motion_slots)])
+    assert {int(v) for v in lags} == {-3, -2, -1, 1, 2, 3}
+
+
+def _divergence(a: np.ndarray, b: np.ndarray, center: tuple[float, float], side: float) -> float:
+    """Mean radial DIS flow per unit radius in a square around ``center`` from frame a to b (RGB)."""
+    x0, y0 = int(center[0] - side / 2), int(center[1] - side / 2)
+    crops = [cv2.cvtColor(f[y0:y0 + int(side), x0:x0 + int(side)], cv2.COLOR_RGB2GRAY) for f in (a, b)]
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST).calc(crops[0], crops[1], None)
+    yy, xx = np.mgrid[0:flow.shape[0], 0:flow.shape[1]].astype(np.float32) - (flow.shape[0] - 1) / 2
+    return float(((flow[..., 0] * xx + flow[..., 1] * yy) / np.maximum(xx * xx + yy * yy, 1.0)).mean())
+
+
+def test_cross_time_zoom_shows_in_flow_not_in_the_sampled_frame() -> None:
+    spec = dataclasses.replace(P.plan_clips(CROSS)[0], extraversion=0.0, neuroticism=0.0, nod_slots=(),
+                               flash_slots=(), cue_slots=(0, 1), motion_slots=(3, 6))
+    still = dataclasses.replace(spec, motion_slots=(7, 7))  # zooms in and out at once: no zoom before step 7
+    frames, ref = R.render_frames(spec, CROSS), R.render_frames(still, CROSS)
+    centers = P.segment_centers(len(frames), CROSS.segments)
+    xs, ys = R.face_track(spec, CROSS)
+    for kind, step in enumerate(spec.motion_slots):
+        c = centers[step]
+        assert np.array_equal(frames[c], ref[c])  # the sampled frame is at the neutral scale
+        for start in (c - 1, c, c + 1):  # a sampler one frame off sees the same direction
+            div = _divergence(frames[start], frames[start + 1], (xs[c], ys[c]), 1.5 * spec.face_height)
+            assert (div > 0.03) if kind == 0 else (div < -0.03), (kind, start, div)
+        assert abs(_divergence(ref[c], ref[c + 1], (xs[c], ys[c]), 1.5 * spec.face_height)) < 0.01
+
+
+def test_cross_time_cues_sit_on_the_face_equally_in_both_frames_of_the_pair() -> None:
+    spec = dataclasses.replace(P.plan_clips(CROSS)[0], nod_slots=(), flash_slots=(), cue_slots=(2, 5),
+                               motion_slots=(0, 7))
+    plain = dataclasses.replace(spec, cue_slots=(7, 7), motion_slots=(0, 7))  # no cue before step 7
+    frames = R.render_frames(spec, CROSS).astype(np.float64)
+    ref = R.render_frames(plain, CROSS).astype(np.float64)
+    centers = P.segment_centers(len(frames), CROSS.segments)
+    xs, ys = R.face_track(spec, CROSS)
+    fh = spec.face_height
+    for kind, step in enumerate(spec.cue_slots):
+        c = centers[step]
+        (dx, dy), *_ = R.CUE_SHAPES[kind]
+        at = [(int(round(xs[i] + dx * fh)), int(round(ys[i] + dy * fh))) for i in (c, c + 1)]  # moves with the face
+        change = [(frames[i] - ref[i])[y - 1:y + 2, x - 3:x + 4].mean() for i, (x, y) in zip((c, c + 1), at)]
+        assert (change[0] < -40) if kind == 0 else (change[0] > 25), (kind, change)  # dark band / bright bar
+        assert change[1] == pytest.approx(change[0], rel=0.15)  # no appearance change inside the flow pair
+        assert np.array_equal(frames[c + 6], ref[c + 6])  # gone three frames after the pair
+
+
+def test_mtcnn_finds_the_face_through_cues_and_zooms(mtcnn) -> None:
+    specs = P.plan_clips(CROSS)[:4]
+    found = total = 0
+    for spec in specs:
+        frames = R.render_frames(spec, CROSS)
+        centers = P.segment_centers(len(frames), CROSS.segments)
+        picked = [frames[centers[k] + o] for k in (*spec.cue_slots, *spec.motion_slots) for o in (-1, 0, 1, 2)]
+        for boxes in mtcnn.detect(picked)[0]:
+            total += 1
+            found += boxes is not None and len(boxes) == 1
+    assert found >= 0.95 * total, f"MTCNN found exactly one face in {found}/{total} event frames"
+
+
+def test_cross_time_metadata_and_config(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(CROSS, n_train=4, n_val=2, n_test=2)
+    specs = P.plan_clips(cfg)
+    meta = S.build_metadata(cfg, specs, {})
+    assert meta["config"]["cross_time"] is True
+    assert "cross-time" in meta["label_model"]["conscientiousness"]
+    assert sum(meta["counts"]["conscientiousness_answered"].values()) == len(specs)
+    floor = [P.expected_abs_error(P.clean_labels(s)["conscientiousness"], cfg.label_noise) for s in specs]
+    assert meta["noise_floor"]["conscientiousness"] == pytest.approx(1 - np.mean(floor))
+    with pytest.raises(ConfigError, match=r"sample\.cross_time"):  # 15 frames cannot hold 8 spaced events
+        from_dict(SampleConfig, {"cross_time": True, "seconds": 1.0}, "sample")

@@ -47,6 +47,9 @@ class SampleConfig:
     codec: Literal["mp4v", "h264"] = "mp4v"
     # [width, height] of a few clips that differ from width x height (one clip each), e.g. a portrait one.
     other_sizes: list[list[int]] = field(default_factory=list)
+    # Conscientiousness becomes a cross-time trait (cue-motion pairs at a variable lag, in either order;
+    # docs/sample.md) instead of the green-magenta grading. Off: the sample is byte for byte what it was.
+    cross_time: bool = False
 
     def validate(self, path: str) -> None:
         for name in ("n_train", "n_val", "n_test"):
@@ -57,6 +60,10 @@ class SampleConfig:
         fraction(self.label_noise, f"{path}.label_noise")
         # 3 nods plus 3 flashes that may all miss the nods need 6 distinct segments.
         check(self.segments >= 6, f"{path}.segments", f"must be >= 6, got {self.segments}")
+        if self.cross_time:  # the event shapes need a few frames between sampled steps
+            spacing = round(self.seconds * self.fps) / self.segments
+            check(spacing >= 5, f"{path}.cross_time",
+                  f"needs >= 5 frames per segment (seconds * fps / segments), got {spacing:.2f}")
         for i, size in enumerate(self.other_sizes):
             check(len(size) == 2 and min(size) >= 64, f"{path}.other_sizes[{i}]",
                   f"must be [width, height], both >= 64 px, got {size}")

@@ -9,6 +9,9 @@ chosen so that each model family can learn exactly what it should (docs/sample.m
 - neuroticism: amplitude of a fast vertical tremor (alternates every frame: flow only);
 - agreeableness: how many of 3 brightness flashes coincide with 3 quick nods (needs both
   streams, aligned in time);
+- with ``sample.cross_time``, conscientiousness instead: how many of 2 appearance cues are
+  followed (not preceded) by the head zoom of their kind, 1-3 sampled steps away (needs both
+  streams and a per-event look across time);
 - interview: a fixed mix of the others.
 
 Events are placed on the centre frames of ``segments`` equal segments (segment-based sampling)
@@ -41,6 +44,8 @@ from bigfive import ALL_LABELS, SPLITS, TRAITS
 from bigfive.config import SampleConfig, load_params
 from bigfive.data.chalearn import SAMPLE_COMPLETE
 from bigfive.data.sample_plan import (
+    CROSS_LAGS,
+    CROSS_PAIRS,
     EVENTS,
     INTERVIEW_MIX,
     LABEL_LOW,
@@ -61,6 +66,8 @@ from bigfive.data.sample_render import (
     SWAY_AMPLITUDE,
     TINT,
     TREMOR_RANGE,
+    ZOOM_PROFILE,
+    ZOOM_STEP,
     init_worker,
     render_clip,
 )
@@ -162,7 +169,7 @@ def write_demographics(out_dir: Path, specs: Sequence[ClipSpec], seed: int) -> N
 # ---------------------------------------------------------------- metadata and entry points
 
 
-def label_model() -> dict[str, Any]:
+def label_model(cross_time: bool = False) -> dict[str, Any]:
     ranges = f"label = clip({LABEL_LOW} + {LABEL_SPAN} * factor + N(0, label_noise), 0, 1)"
     return {
         "formula": ranges,
@@ -177,12 +184,25 @@ def label_model() -> dict[str, Any]:
                           "needs time-aligned fusion"),
         "interview": f"factor = weighted mean {INTERVIEW_MIX} (negative weight: 1 - factor)",
         "event_frames": "nod: centre-1..centre+2; flash: centre-1..centre+2 at full, centre-2 and centre+3 half",
+    } | (cross_time_model() if cross_time else {})
+
+
+def cross_time_model() -> dict[str, str]:
+    """The label-model entries that ``sample.cross_time`` changes or adds."""
+    return {
+        "conscientiousness": (f"factor = (pairs whose motion follows its cue) / {CROSS_PAIRS}; {CROSS_PAIRS} cues "
+                              f"(kind 0: dark band over the mouth, kind 1: bright forehead bar) and {CROSS_PAIRS} "
+                              f"head zooms (kind 0: in, kind 1: out, {ZOOM_STEP} log-scale per frame) on distinct "
+                              f"segment centres; cue and zoom of one kind are a pair, lag {list(CROSS_LAGS)} steps "
+                              "drawn per pair, order (after / before) 1/2 each; needs cross-time fusion"),
+        "cross_time_event_frames": ("cue: like a flash (centre-1..centre+2 full, centre-2 and centre+3 half); zoom "
+                                    f"log-scale x {ZOOM_STEP}: {ZOOM_PROFILE} by frame offset"),
     }
 
 
 # Keys added after generator version 1, recorded only when they differ from their defaults: the default
 # sample's metadata (copied into data/raw by ingest) stays byte for byte what it was.
-LATER_KEYS = {"codec": "mp4v", "other_sizes": []}
+LATER_KEYS = {"codec": "mp4v", "other_sizes": [], "cross_time": False}
 
 
 def _config_record(cfg: SampleConfig) -> dict[str, Any]:
@@ -212,7 +232,7 @@ def build_metadata(cfg: SampleConfig, specs: Sequence[ClipSpec], archives: dict[
         "frames_per_clip": n,
         "segment_centers": segment_centers(n, cfg.segments),
         "face_sources": list(load_face_sources_meta()),
-        "label_model": label_model(),
+        "label_model": label_model(cfg.cross_time),
         "noise_floor": floor,
         "noise_floor_mean_accuracy": float(np.mean([floor[t] for t in TRAITS])),
         "noise_floor_realised": realised,
@@ -223,7 +243,8 @@ def build_metadata(cfg: SampleConfig, specs: Sequence[ClipSpec], archives: dict[
             "subjects_in_several_splits": sum(1 for y in set.union(*subjects.values())
                                               if sum(y in v for v in subjects.values()) > 1),
             "agreeableness_matches": {str(m): sum(1 for s in specs if s.matches == m) for m in range(EVENTS + 1)},
-        },
+        } | ({"conscientiousness_answered": {str(m): sum(1 for s in specs if s.answered == m)
+                                             for m in range(CROSS_PAIRS + 1)}} if cfg.cross_time else {}),
         "archives": {ARCHIVES[sp]: names for sp, names in archives.items()},
     }
 

@@ -7,6 +7,7 @@ accuracy any model can reach on it (:func:`noise_floor`) live here too. See :mod
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,11 @@ LABEL_LOW, LABEL_SPAN = 0.1, 0.8
 INTERVIEW_MIX = {"extraversion": 0.30, "conscientiousness": 0.25, "agreeableness": 0.20, "openness": 0.15,
                  "neuroticism": -0.10}
 EVENTS = 3                       # nods and flashes per clip
+# Cross-time trait (sample.cross_time, conscientiousness): CROSS_PAIRS cue-motion pairs per clip, one per kind;
+# each pair's motion follows or precedes its cue by a lag from CROSS_LAGS sampled steps (docs/sample.md).
+CROSS_PAIRS = 2
+CROSS_LAGS = (1, 2, 3)
+CROSS_SEED = 0xC7055             # its own seed stream: the other traits' draws stay what they are
 FACE_HEIGHT = (50.0, 70.0)       # px, face-box height range (nuisance: crops normalise it)
 
 
@@ -50,10 +56,18 @@ class ClipSpec:
     sway_phase: float
     noise: tuple[float, ...]   # label noise per ALL_LABELS entry
     size: tuple[int, int] | None = None  # (width, height) when not the config's (sample.other_sizes)
+    # sample.cross_time: step of the cue and of the motion of each kind (index = kind); empty when off.
+    cue_slots: tuple[int, ...] = ()
+    motion_slots: tuple[int, ...] = ()
 
     @property
     def matches(self) -> int:
         return len(set(self.nod_slots) & set(self.flash_slots))
+
+    @property
+    def answered(self) -> int:
+        """Cross-time pairs whose motion follows its cue (the motion "answers" it)."""
+        return sum(m > c for c, m in zip(self.cue_slots, self.motion_slots))
 
 
 def n_frames(cfg: SampleConfig) -> int:
@@ -148,7 +162,32 @@ def plan_clips(cfg: SampleConfig) -> list[ClipSpec]:
             noise=tuple(float(v) for v in rng.normal(0.0, cfg.label_noise, size=len(ALL_LABELS))),
             size=(width, height) if pos in odd else None,
         ))
-    return specs
+    return with_cross_time(specs, cfg) if cfg.cross_time else specs
+
+
+def draw_cross_time(rng: np.random.Generator, segments: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(cue step, motion step) of each kind: lag and order drawn per pair (uniform), then the cue steps
+    uniformly among those that keep all events inside the clip and on distinct steps. Lag and order are
+    drawn first and kept, so the factor's distribution is exactly binomial(CROSS_PAIRS, 1/2) / CROSS_PAIRS."""
+    lags = rng.choice(CROSS_LAGS, size=CROSS_PAIRS)
+    signs = np.where(rng.random(CROSS_PAIRS) < 0.5, 1, -1)
+    while True:
+        cues = rng.integers(segments, size=CROSS_PAIRS)
+        motions = cues + signs * lags
+        events = [*cues.tolist(), *motions.tolist()]
+        if min(events) >= 0 and max(events) < segments and len(set(events)) == len(events):
+            return tuple(int(v) for v in cues), tuple(int(v) for v in motions)
+
+
+def with_cross_time(specs: Sequence[ClipSpec], cfg: SampleConfig) -> list[ClipSpec]:
+    """``specs`` with the cross-time events, drawn from their own seed stream: every other field (and so
+    every other trait's pixels and labels) is what the plan without them has."""
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, CROSS_SEED]))
+    out = []
+    for spec in specs:
+        cues, motions = draw_cross_time(rng, cfg.segments)
+        out.append(dataclasses.replace(spec, cue_slots=cues, motion_slots=motions))
+    return out
 
 
 @lru_cache(maxsize=1)
@@ -160,7 +199,8 @@ def clean_labels(spec: ClipSpec) -> dict[str, float]:
     """Noise-free labels: the known function of the latent factors (before noise and clipping)."""
     factors = {
         "openness": spec.openness,
-        "conscientiousness": spec.conscientiousness,
+        # cross-time: share of pairs whose motion answers its cue (replaces the green-magenta grading)
+        "conscientiousness": spec.answered / CROSS_PAIRS if spec.cue_slots else spec.conscientiousness,
         "extraversion": spec.extraversion,
         "neuroticism": spec.neuroticism,
         "agreeableness": spec.matches / EVENTS,

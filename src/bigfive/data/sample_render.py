@@ -27,6 +27,19 @@ NOD_PROFILE = {-1: 0.0, 0: 0.5, 1: 1.0, 2: 0.5}      # frame offset from the eve
 FLASH_GAIN = 0.35                # share of the way to white at a flash's peak
 FLASH_PROFILE = {-2: 0.5, -1: 1.0, 0: 1.0, 1: 1.0, 2: 1.0, 3: 0.5}
 
+# Cross-time trait (sample.cross_time). A motion is a quick zoom of the head about the face centre: kind 0
+# looms (scale up), kind 1 recedes. Log-scale in ZOOM_STEP units per frame offset: the sampled frame c is at
+# the neutral scale (and the face crop normalises scale anyway), so one frame shows nothing; the flow pairs
+# starting at c-1, c and c+1 all show the same divergence, the return (c+2..c+4) the opposite.
+ZOOM_STEP = 0.08
+ZOOM_PROFILE = {-1: -1.0, 0: 0.0, 1: 1.0, 2: 2.0, 3: 1.0, 4: 0.0}
+# A cue is a soft ellipse drawn over the face, moving with it; shaped in time like a flash (same on both
+# frames of the flow pair, so no flow). (centre dx, dy; half-axes; in face heights from the face centre),
+# RGB, opacity. Kind 0: a dark band over the mouth (a hand-like occluder); kind 1: a bright forehead bar.
+CUE_SHAPES = (((0.0, 0.30), (0.24, 0.10), (45.0, 35.0, 35.0), 0.9),
+              ((0.0, -0.48), (0.30, 0.10), (250.0, 250.0, 235.0), 0.9))
+CUE_PROFILE = FLASH_PROFILE
+
 # x264 as YouTube-like H.264 (GOP 250, B-frames); veryfast keeps generation short. One thread: x264's
 # output depends on its thread count, and the sample must not depend on the machine.
 X264_ARGS = ["-preset", "veryfast", "-crf", "23", "-threads", "1"]
@@ -78,6 +91,37 @@ def face_track(spec: ClipSpec, cfg: SampleConfig) -> tuple[np.ndarray, np.ndarra
     return spec.center[0] + fh * sway, spec.center[1] + fh * (tremor + NOD_DEPTH * nod)
 
 
+def zoom_track(spec: ClipSpec, cfg: SampleConfig) -> np.ndarray | None:
+    """Head scale of every frame (1 = as drawn) from the cross-time motions; None without them."""
+    if not spec.motion_slots:
+        return None
+    n = n_frames(cfg)
+    centers = segment_centers(n, cfg.segments)
+    log_scale = np.zeros(n, dtype=np.float64)
+    for kind, step in enumerate(spec.motion_slots):
+        sign = 1.0 if kind == 0 else -1.0
+        for offset, value in ZOOM_PROFILE.items():
+            if 0 <= centers[step] + offset < n:
+                log_scale[centers[step] + offset] += sign * ZOOM_STEP * value
+    return np.exp(log_scale)
+
+
+def draw_cue(img: np.ndarray, kind: int, strength: float, center: tuple[float, float], fh: float) -> None:
+    """Blend cue ``kind`` into ``img`` (H, W, 3 float32) in place, on the face at ``center`` of height ``fh``."""
+    (dx, dy), (ax, ay), rgb, opacity = CUE_SHAPES[kind]
+    cx, cy, rx, ry = center[0] + dx * fh, center[1] + dy * fh, ax * fh, ay * fh
+    h, w = img.shape[:2]
+    x0, x1 = max(0, int(cx - rx) - 1), min(w, int(cx + rx) + 2)
+    y0, y1 = max(0, int(cy - ry) - 1), min(h, int(cy + ry) + 2)
+    if x0 >= x1 or y0 >= y1:
+        return
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    r = np.sqrt(((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2)
+    a = np.clip((1.0 - r) / 0.3, 0.0, 1.0)
+    a = (a * a * (3 - 2 * a) * np.float32(opacity * strength))[..., None]  # soft edge, like the sprite's
+    img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1.0 - a) + np.asarray(rgb, dtype=np.float32) * a
+
+
 def render_frames(spec: ClipSpec, cfg: SampleConfig) -> np.ndarray:
     """The clip as (n, H, W, 3) uint8 RGB frames."""
     width, height = clip_size(spec, cfg)
@@ -97,15 +141,26 @@ def iter_frames(spec: ClipSpec, cfg: SampleConfig) -> Iterator[np.ndarray]:
     flash = _profile(n, [centers[k] for k in spec.flash_slots], FLASH_PROFILE)
     xs, ys = face_track(spec, cfg)
 
+    cues = [_profile(n, [centers[c]], CUE_PROFILE) for c in spec.cue_slots]
+    zoom = zoom_track(spec, cfg)
+
     warm = TINT * (2 * spec.openness - 1)
-    green = TINT * (2 * spec.conscientiousness - 1)
+    # cross-time takes conscientiousness's slot: no green-magenta grading then
+    green = 0.0 if spec.cue_slots else TINT * (2 * spec.conscientiousness - 1)
     tint = np.array([warm - green / 2, green, -warm - green / 2], dtype=np.float32)
 
     size = (width, height)
     for i in range(n):
-        m = np.array([[1, 0, xs[i] - sprite.face_center[0]], [0, 1, ys[i] - sprite.face_center[1]]])
+        if zoom is None:
+            m = np.array([[1, 0, xs[i] - sprite.face_center[0]], [0, 1, ys[i] - sprite.face_center[1]]])
+        else:
+            k = zoom[i]
+            m = np.array([[k, 0, xs[i] - k * sprite.face_center[0]], [0, k, ys[i] - k * sprite.face_center[1]]])
         moved = cv2.warpAffine(rgba, m, size, flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0, 0))
         img = bg * (1.0 - moved[..., 3:]) + moved[..., :3]  # float32 throughout: this loop is the hot path
+        for kind, cue in enumerate(cues):
+            if cue[i] > 0:
+                draw_cue(img, kind, cue[i], (xs[i], ys[i]), sprite.face_height * (1.0 if zoom is None else zoom[i]))
         if flash[i] > 0:
             gain = np.float32(FLASH_GAIN * flash[i])
             img += gain * (255.0 - img)
