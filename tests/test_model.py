@@ -310,9 +310,12 @@ def test_torch_compile_matches_eager():
     torch.testing.assert_close(attention, expected_attention)
 
 
-def test_onnx_export_with_dynamic_batch_matches_pytorch(tmp_path):
+@pytest.mark.parametrize("kw", [{}, {"fusion": "framewise_conv", "dynamic_temporal_kernel": 1},
+                                {"fusion": "relative_time", "value_rel_pos": True},
+                                {"value_rel_pos": True, "time_bias_flat_heads": 2}])
+def test_onnx_export_with_dynamic_batch_matches_pytorch(tmp_path, kw):
     ort = pytest.importorskip("onnxruntime")
-    net = make(ModelConfig()).eval()
+    net = make(ModelConfig(**kw)).eval()
     static, dynamic = batch()
     path = tmp_path / "model.onnx"
     names = ["static", "dynamic"]
