@@ -3,7 +3,7 @@
 No video and no CNNs: each clip is T = 8 static and 8 dynamic tokens that show its events directly
 (plus noise), projected to ``model.embed_dim`` by a learned linear map per stream (as the streams'
 own projections do), then the project's own fusion module (``build_fusion``) and head type. Five
-outputs, like the sample's traits (docs/sample.md, /work/brief design of issue 23):
+outputs, like the sample's traits (docs/sample.md; the cross-time design of issue 23):
 
 - O: a static level, E and N: two dynamic levels (no interaction needed);
 - A (same-time, agreeableness): 3 flashes (static) and 3 nods (dynamic); factor = coincidences / 3;
