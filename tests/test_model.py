@@ -107,7 +107,7 @@ def test_every_frame_of_each_used_stream_reaches_the_prediction(fusion):
 
 def test_fusion_registry_covers_every_configured_name():
     assert set(FUSIONS) == set(typing.get_args(Fusion))
-    assert set(PER_STEP) == {"cross_attention", "framewise", "framewise_shifted"}
+    assert set(PER_STEP) == {"cross_attention", "framewise", "framewise_shifted", "framewise_conv", "relative_time"}
     with pytest.raises(ConfigError, match="unknown fusion 'nope'") as err:
         build_fusion(dataclasses.replace(tiny(), fusion="nope"), T)
     assert err.value.key == "model.fusion"
@@ -310,9 +310,12 @@ def test_torch_compile_matches_eager():
     torch.testing.assert_close(attention, expected_attention)
 
 
-def test_onnx_export_with_dynamic_batch_matches_pytorch(tmp_path):
+@pytest.mark.parametrize("kw", [{}, {"fusion": "framewise_conv", "dynamic_temporal_kernel": 1},
+                                {"fusion": "relative_time", "value_rel_pos": True},
+                                {"value_rel_pos": True, "time_bias_flat_heads": 2}])
+def test_onnx_export_with_dynamic_batch_matches_pytorch(tmp_path, kw):
     ort = pytest.importorskip("onnxruntime")
-    net = make(ModelConfig()).eval()
+    net = make(ModelConfig(**kw)).eval()
     static, dynamic = batch()
     path = tmp_path / "model.onnx"
     names = ["static", "dynamic"]
@@ -470,3 +473,80 @@ def test_weights_file_is_checked_by_sha256_before_loading(tmp_path):
     with pytest.raises(ConfigError, match="64 hex digits") as err:
         tiny(static_backbone="resnet18", static_weights=str(path), static_weights_sha256="abc").validate("model")
     assert err.value.key == "model.static_weights_sha256"
+
+
+# --- issue 23: time-local flow tokens, content-free cross-time controls, attention options ---
+
+def test_new_controls_add_only_their_own_keys():
+    def fusion_keys(**kw):
+        return {k for k in make(tiny(direction="static_to_dynamic", **kw)).state_dict() if k.startswith("fusion.")}
+
+    framewise, attention = fusion_keys(fusion="framewise"), fusion_keys(fusion="cross_attention")
+    block = "fusion.blocks.static_to_dynamic.0."
+    assert fusion_keys(fusion="framewise_conv") - framewise == {
+        block + k for k in ("temporal.norm.weight", "temporal.norm.bias", "temporal.conv.weight", "temporal.conv.bias")}
+    assert fusion_keys(fusion="relative_time") == framewise | {block + "attn.time_bias.table"}
+    assert fusion_keys(fusion="cross_attention", value_rel_pos=True) == attention | {block + "attn.rel_values.table"}
+    assert fusion_keys(fusion="cross_attention", time_bias_flat_heads=1) == attention
+
+
+def test_flat_heads_start_without_the_same_time_prior():
+    table = make(tiny(heads=4, time_bias_flat_heads=3)).fusion.blocks["static_to_dynamic"][0].attn.time_bias.table
+    assert table[0, T - 1] == 6.0 and table[1:].abs().sum() == 0 and table[0].abs().sum() == 6.0
+
+
+def test_relative_values_add_the_embedding_of_the_attended_offset():
+    # one head forced to attend to offset +2: query i reads value i+2 plus table[+2], never another offset's entry
+    from bigfive.models.attention import RelativeTimeMix
+
+    torch.manual_seed(0)
+    mix = RelativeTimeMix(8, 1, T, 0.0, 0.0, value_rel_pos=True).eval()
+    with torch.no_grad():
+        mix.time_bias.table.fill_(-1e4)
+        mix.time_bias.table[0, T - 1 + 2] = 0.0
+    context = torch.randn(B, T, 8)
+    y, weights = mix(torch.zeros(B, T, 8), context)
+    table = mix.rel_values.table[0]
+    expected = mix.out(mix.v(context[:, 2:]) + table[T - 1 + 2])
+    torch.testing.assert_close(y[:, :T - 2], expected)
+    assert weights.shape == (B, 1, T, T) and torch.all(weights[0, 0, :T - 2].argmax(-1) == torch.arange(2, T))
+
+
+def test_framewise_conv_reaches_other_steps_and_framewise_does_not():
+    g = torch.Generator().manual_seed(0)
+    s, d = torch.randn(1, T, 16, generator=g), torch.randn(1, T, 16, generator=g)
+    for fusion, kernel, reaches in (("framewise", 7, False), ("framewise_conv", 3, True)):
+        torch.manual_seed(0)
+        module = build_fusion(tiny(fusion=fusion, direction="static_to_dynamic", conv_kernel=kernel), T).eval()
+        d_changed = d.clone()
+        d_changed[:, 0] = -d_changed[:, 0]  # step 0 of the context; step 1 of the output is read
+        blocks = module.blocks["static_to_dynamic"][0]
+        with torch.no_grad():
+            before, after = blocks(s, d)[0], blocks(s, d_changed)[0]
+        assert (not torch.allclose(before[:, 1], after[:, 1])) == reaches, fusion
+
+
+@pytest.mark.parametrize("kernel,reach", [(3, 2), (1, 0)])
+def test_dynamic_temporal_kernel_sets_how_far_a_flow_token_sees(kernel, reach):
+    from bigfive.models.dynamic import DynamicStream
+
+    torch.manual_seed(0)
+    stream = DynamicStream("c3d", C, 8, 8, 16, kernel).eval()
+    x = torch.randint(0, 256, (1, 8, C, S, S), generator=torch.Generator().manual_seed(0))
+    changed = x.clone()
+    changed[:, 4] = 255 - changed[:, 4]
+    with torch.no_grad():
+        moved = (stream(x) - stream(changed)).abs().amax(dim=-1)[0] > 1e-6
+    assert moved.tolist() == [abs(t - 4) <= reach for t in range(8)]
+
+
+@pytest.mark.parametrize("kw,key", [
+    ({"dynamic_temporal_kernel": 2}, "model.dynamic_temporal_kernel"),
+    ({"dynamic_temporal_kernel": 1, "dynamic_backbone": "r2plus1d_18"}, "model.dynamic_temporal_kernel"),
+    ({"time_bias_flat_heads": 3}, "model.time_bias_flat_heads"),
+    ({"conv_kernel": 4}, "model.conv_kernel"),
+])
+def test_new_options_reject_bad_values_naming_the_key(kw, key):
+    with pytest.raises(ConfigError) as err:
+        tiny(**kw).validate("model")
+    assert err.value.key == key

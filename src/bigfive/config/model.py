@@ -8,8 +8,8 @@ from typing import Literal
 
 from bigfive.config.base import check, positive
 
-Fusion = Literal["cross_attention", "framewise", "framewise_shifted", "concat", "sum", "gated", "late", "static_only",
-                 "dynamic_only"]
+Fusion = Literal["cross_attention", "framewise", "framewise_shifted", "framewise_conv", "relative_time", "concat",
+                 "sum", "gated", "late", "static_only", "dynamic_only"]
 Direction = Literal["static_to_dynamic", "dynamic_to_static", "bidirectional"]
 
 
@@ -23,6 +23,8 @@ class ModelConfig:
     static_width: int = 32  # channel width of the compact CNN
     dynamic_backbone: Literal["c3d", "r2plus1d_18"] = "c3d"
     dynamic_width: int = 32  # channel width of the compact 3D CNN
+    # temporal kernel of the C3D's two 3D blocks: 3 (token t sees steps t-2..t+2) or 1 (time-local tokens)
+    dynamic_temporal_kernel: int = 3
     embed_dim: int = 64  # token size shared by both streams
     fusion: Fusion = "cross_attention"
     # static_to_dynamic: static tokens query dynamic ones; dynamic_to_static: the reverse.
@@ -34,6 +36,9 @@ class ModelConfig:
     dropout: float = 0.1
     time_bias: bool = True  # learnable relative-time bias on attention logits
     time_bias_init: float = 6.0  # initial bias on the same-time diagonal
+    time_bias_flat_heads: int = 0  # the last n heads start flat (no same-time prior), free to find other offsets
+    value_rel_pos: bool = False  # relative-position value embeddings: an attended value carries its offset j - i
+    conv_kernel: int = 7  # framewise_conv: temporal kernel over the fused sequence (spans offsets +-3)
     head_hidden: int = 64
     outputs: int = 5  # 5 traits, or 6 with interview (set from data.predict_interview)
 
@@ -52,6 +57,14 @@ class ModelConfig:
         positive(self.head_hidden, f"{path}.head_hidden")
         check(0.0 <= self.dropout < 1.0, f"{path}.dropout", f"must be in [0, 1), got {self.dropout}")
         check(self.outputs in (5, 6), f"{path}.outputs", f"must be 5 or 6, got {self.outputs}")
+        check(self.dynamic_temporal_kernel in (1, 3), f"{path}.dynamic_temporal_kernel",
+              f"must be 1 or 3, got {self.dynamic_temporal_kernel!r}")
+        check(self.dynamic_temporal_kernel == 3 or self.dynamic_backbone == "c3d", f"{path}.dynamic_temporal_kernel",
+              f"only the c3d backbone has the option, got {self.dynamic_backbone}")
+        check(0 <= self.time_bias_flat_heads <= self.heads, f"{path}.time_bias_flat_heads",
+              f"must be in 0..heads={self.heads}, got {self.time_bias_flat_heads!r}")
+        check(self.conv_kernel >= 1 and self.conv_kernel % 2 == 1, f"{path}.conv_kernel",
+              f"must be a positive odd number (same-length output), got {self.conv_kernel!r}")
         if self.static_weights_sha256 is not None:
             check(re.fullmatch(r"[0-9a-fA-F]{64}", self.static_weights_sha256) is not None,
                   f"{path}.static_weights_sha256",

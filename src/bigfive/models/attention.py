@@ -14,25 +14,63 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class RelativeTimeBias(nn.Module):
-    """One learnable scalar per head and relative offset -(T-1)..(T-1), added to attention logits."""
+def relative_index(frames: int) -> torch.Tensor:
+    """(T_query, T_key) index of the offset j - i into a table over -(T-1)..(T-1)."""
+    pos = torch.arange(frames)
+    return pos[None, :] - pos[:, None] + frames - 1
 
-    def __init__(self, heads: int, frames: int, init: float):
+
+class RelativeTimeBias(nn.Module):
+    """One learnable scalar per head and relative offset -(T-1)..(T-1), added to attention logits.
+
+    The first ``heads - flat_heads`` heads start at ``init`` on the same-time diagonal; the last
+    ``flat_heads`` start flat (all offsets 0), free to find another offset (docs/interaction.md).
+    """
+
+    def __init__(self, heads: int, frames: int, init: float, flat_heads: int = 0):
         super().__init__()
         table = torch.zeros(heads, 2 * frames - 1)
-        table[:, frames - 1] = init  # offset 0 = same sampled time in both streams
+        table[:heads - flat_heads, frames - 1] = init  # offset 0 = same sampled time in both streams
         self.table = nn.Parameter(table)
-        pos = torch.arange(frames)
-        self.register_buffer("index", pos[None, :] - pos[:, None] + frames - 1, persistent=False)
+        self.register_buffer("index", relative_index(frames), persistent=False)
 
     def forward(self) -> torch.Tensor:  # (heads, T_query, T_key)
         return self.table[:, self.index]
 
 
+class RelativeValues(nn.Module):
+    """Relative-position value embeddings (Shaw et al. 2018): key j seen from query i adds e_h[j - i].
+
+    Why: with plain values a query learns *what* it attended to but not *when*; the order of a cue
+    and its partner (the cross-time trait) then has to be decoded from absolute positions.
+    Zero at initialisation, so a model starts exactly as without them (a random table, std 1, did not
+    learn faster on the token test: docs/interaction.md).
+    """
+
+    def __init__(self, heads: int, frames: int, head_dim: int):
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(heads, 2 * frames - 1, head_dim))
+        self.register_buffer("index", relative_index(frames), persistent=False)
+
+    def forward(self, attn: torch.Tensor) -> torch.Tensor:  # (B, H, Tq, Tk) -> (B, H, Tq, head_dim)
+        return torch.einsum("bhqk,hqkd->bhqd", attn, self.table[:, self.index].to(attn.dtype))
+
+
+def read_values(mix: nn.Module, attn: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(B, H, Tq, Tk) weights x (B, H, Tk, hd) values (+ relative-position values) -> out projection, (B, Tq, D)."""
+    weights = mix.drop(attn).to(v.dtype)
+    y = weights @ v
+    if mix.rel_values is not None:
+        y = y + mix.rel_values(weights)
+    b, h, tq, hd = y.shape
+    return mix.out(y.transpose(1, 2).reshape(b, tq, h * hd))
+
+
 class CrossAttention(nn.Module):
     """Multi-head attention of ``query`` tokens over ``context`` tokens (explicit softmax)."""
 
-    def __init__(self, dim: int, heads: int, frames: int, dropout: float, time_bias: bool, bias_init: float):
+    def __init__(self, dim: int, heads: int, frames: int, dropout: float, time_bias: bool, bias_init: float,
+                 flat_heads: int = 0, value_rel_pos: bool = False):
         super().__init__()
         self.heads = heads
         self.scale = (dim // heads) ** -0.5
@@ -40,7 +78,9 @@ class CrossAttention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
-        self.time_bias = RelativeTimeBias(heads, frames, bias_init) if time_bias else None
+        self.time_bias = RelativeTimeBias(heads, frames, bias_init, flat_heads) if time_bias else None
+        # created only when asked, so the default model's state_dict keys stay as they were
+        self.rel_values = RelativeValues(heads, frames, dim // heads) if value_rel_pos else None
 
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, tq, d = query.shape
@@ -56,8 +96,48 @@ class CrossAttention(nn.Module):
             if self.time_bias is not None:
                 logits = logits + self.time_bias()
             attn = logits.softmax(dim=-1)
-        y = self.drop(attn).to(v.dtype) @ v
-        return self.out(y.transpose(1, 2).reshape(b, tq, d)), attn
+        return read_values(self, attn, v), attn
+
+
+class RelativeTimeMix(nn.Module):
+    """Content-free control for learned attention: per-head weights that depend only on relative time.
+
+    softmax over keys of a learned per-head offset profile b_h[j - i] (the relative-time bias alone,
+    no query-key term), applied to the same value and output projections as :class:`CrossAttention`.
+    It can learn any fixed window of offsets per head, but never pick a step by what it shows.
+    """
+
+    def __init__(self, dim: int, heads: int, frames: int, dropout: float, bias_init: float, flat_heads: int = 0,
+                 value_rel_pos: bool = False):
+        super().__init__()
+        self.heads = heads
+        self.v = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+        self.time_bias = RelativeTimeBias(heads, frames, bias_init, flat_heads)
+        self.rel_values = RelativeValues(heads, frames, dim // heads) if value_rel_pos else None
+
+    def forward(self, query: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, tq, d = query.shape
+        v = self.v(context).view(b, context.shape[1], self.heads, d // self.heads).transpose(1, 2)
+        attn = self.time_bias().float().softmax(dim=-1).expand(b, -1, -1, -1)
+        return read_values(self, attn, v), attn
+
+
+class TemporalConv(nn.Module):
+    """Residual temporal convolution over a fused token sequence: x + Conv1d(LN(x)), 'same' padding.
+
+    Grouped (``groups`` channel groups) so that it adds about as many parameters as cross-attention's
+    query and key projections, which the framewise mix it follows does not have.
+    """
+
+    def __init__(self, dim: int, kernel: int, groups: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.conv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D)
+        return x + self.conv(self.norm(x).transpose(1, 2)).transpose(1, 2)
 
 
 class SameTimeMix(nn.Module):
@@ -117,16 +197,20 @@ class CrossBlock(nn.Module):
     ``mix`` is a :class:`CrossAttention` (the model) or a :class:`SameTimeMix` (the framewise controls).
     """
 
-    def __init__(self, dim: int, mix: nn.Module, ff_mult: int, dropout: float, ff: str = "gelu"):
+    def __init__(self, dim: int, mix: nn.Module, ff_mult: int, dropout: float, ff: str = "gelu",
+                 temporal: nn.Module | None = None):
         super().__init__()
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim)
         self.attn = mix
         self.drop = nn.Dropout(dropout)
+        self.temporal = temporal  # framewise_conv: mixes time between the fusion and the feed-forward
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = FEED_FORWARDS[ff](dim, ff_mult, dropout)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y, attn = self.attn(self.norm_q(x), self.norm_kv(context))
         x = x + self.drop(y)
+        if self.temporal is not None:
+            x = self.temporal(x)
         return x + self.ff(self.norm_ff(x)), attn

@@ -14,10 +14,10 @@ def conv2d_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def conv3d_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    # temporal kernel 3 with stride 1 keeps one token per sampled step; space halves every block
-    return nn.Sequential(nn.Conv3d(cin, cout, 3, (1, 2, 2), 1, bias=False), nn.BatchNorm3d(cout),
-                         nn.ReLU(inplace=True))
+def conv3d_bn_relu(cin: int, cout: int, temporal_kernel: int = 3) -> nn.Sequential:
+    # temporal stride 1 with 'same' padding keeps one token per sampled step; space halves every block
+    return nn.Sequential(nn.Conv3d(cin, cout, (temporal_kernel, 3, 3), (1, 2, 2), (temporal_kernel // 2, 1, 1),
+                                   bias=False), nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
 
 
 class C3D(nn.Module):
@@ -25,15 +25,17 @@ class C3D(nn.Module):
 
     The stem and block1 are spatial-only (a Conv3d with a 1x3x3 kernel, run as Conv2d on every
     frame) because Conv3d's backward pass is slow on CPU at 56-112 px; the 3x3x3 blocks run at
-    1/4 and 1/8 resolution, giving each token a receptive field of five sampled steps.
+    1/4 and 1/8 resolution, giving each token a receptive field of five sampled steps (+-2).
+    ``temporal_kernel=1`` (``model.dynamic_temporal_kernel``) makes those two blocks 1x3x3: token t
+    then sees only flow stack t, so any cross-time reading is the fusion's (docs/model.md).
     """
 
-    def __init__(self, channels: int, width: int = 32):
+    def __init__(self, channels: int, width: int = 32, temporal_kernel: int = 3):
         super().__init__()
         self.stem = conv2d_bn_relu(channels, width)
         self.block1 = conv2d_bn_relu(width, width)
-        self.block2 = conv3d_bn_relu(width, 2 * width)
-        self.block3 = conv3d_bn_relu(2 * width, 4 * width)
+        self.block2 = conv3d_bn_relu(width, 2 * width, temporal_kernel)
+        self.block3 = conv3d_bn_relu(2 * width, 4 * width, temporal_kernel)
         self.out_dim = 4 * width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T, S, S) -> (B, T, out_dim)
@@ -78,9 +80,10 @@ class R2Plus1D(nn.Module):
 class DynamicStream(nn.Module):
     """(B, T, C, S, S) uint8 or 0..255 float flow -> (B, T, embed_dim) tokens."""
 
-    def __init__(self, backbone: str, channels: int, frames: int, width: int, embed_dim: int):
+    def __init__(self, backbone: str, channels: int, frames: int, width: int, embed_dim: int,
+                 temporal_kernel: int = 3):
         super().__init__()
-        self.backbone = C3D(channels, width) if backbone == "c3d" else R2Plus1D(channels, frames)
+        self.backbone = C3D(channels, width, temporal_kernel) if backbone == "c3d" else R2Plus1D(channels, frames)
         self.proj = nn.Linear(self.backbone.out_dim, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,9 @@ Three ingredients separate the fusions (docs/ablation.md):
 - *alignment*: step t meets step t (framewise; cross-attention with the relative-time bias starts
   there) or a distant step (framewise_shifted);
 - *learned attention*: the mixing weights are learned (cross_attention) or fixed (framewise*).
+The content-free cross-time controls (docs/interaction.md) reach other time steps without looking at
+what they show: ``framewise_conv`` (a temporal convolution over the framewise-fused sequence) and
+``relative_time`` (attention weights from a learned per-head offset profile only).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from torch import nn
 
 from bigfive.config.base import ConfigError
 from bigfive.config.model import ModelConfig
-from bigfive.models.attention import CrossAttention, CrossBlock, SameTimeMix
+from bigfive.models.attention import CrossAttention, CrossBlock, RelativeTimeMix, SameTimeMix, TemporalConv
 
 STATIC_TO_DYNAMIC = "static_to_dynamic"  # static tokens query dynamic ones
 DYNAMIC_TO_STATIC = "dynamic_to_static"
@@ -53,9 +56,12 @@ class PerStepFusion(BaseFusion):
         self.pos_static = nn.Parameter(torch.randn(1, frames, dim) * 0.02)
         self.pos_dynamic = nn.Parameter(torch.randn(1, frames, dim) * 0.02)
 
-        def stack() -> nn.ModuleList:  # make_mix() runs before its block's layers: the order weights are drawn in
-            return nn.ModuleList(CrossBlock(dim, self.make_mix(cfg, frames), cfg.ff_mult, cfg.dropout, cfg.ff)
-                                 for _ in range(cfg.layers))
+        def block() -> CrossBlock:  # mix, then temporal, then the block's layers: the order weights are drawn in
+            mix = self.make_mix(cfg, frames)
+            return CrossBlock(dim, mix, cfg.ff_mult, cfg.dropout, cfg.ff, self.make_temporal(cfg))
+
+        def stack() -> nn.ModuleList:
+            return nn.ModuleList(block() for _ in range(cfg.layers))
 
         self.blocks = nn.ModuleDict({d: stack() for d in self.directions})
         self.norm = nn.LayerNorm(dim)
@@ -64,6 +70,11 @@ class PerStepFusion(BaseFusion):
     @staticmethod
     def make_mix(cfg: ModelConfig, frames: int) -> nn.Module:
         raise NotImplementedError
+
+    @staticmethod
+    def make_temporal(cfg: ModelConfig) -> nn.Module | None:
+        """A module mixing time after the fusion, before the feed-forward (none but in framewise_conv)."""
+        return None
 
     def forward(self, s: torch.Tensor, d: torch.Tensor) -> tuple[Pooled, Attention]:
         s, d = s + self.pos_static, d + self.pos_dynamic
@@ -85,7 +96,8 @@ class CrossAttentionFusion(PerStepFusion):
 
     @staticmethod
     def make_mix(cfg: ModelConfig, frames: int) -> nn.Module:
-        return CrossAttention(cfg.embed_dim, cfg.heads, frames, cfg.dropout, cfg.time_bias, cfg.time_bias_init)
+        return CrossAttention(cfg.embed_dim, cfg.heads, frames, cfg.dropout, cfg.time_bias, cfg.time_bias_init,
+                              cfg.time_bias_flat_heads, cfg.value_rel_pos)
 
 
 class FramewiseFusion(PerStepFusion):
@@ -102,6 +114,28 @@ class FramewiseShiftedFusion(PerStepFusion):
     @staticmethod
     def make_mix(cfg: ModelConfig, frames: int) -> nn.Module:
         return SameTimeMix(cfg.embed_dim, frames, shift=frames // 2)
+
+
+class FramewiseConvFusion(FramewiseFusion):
+    """Content-free cross-time control: framewise fusion, then a temporal convolution of ``cfg.conv_kernel`` steps.
+
+    The convolution (``cfg.heads`` channel groups: about the parameters of attention's query and key
+    projections) runs over the fused sequence before the feed-forward, so step t's feed-forward sees
+    both streams at t +- conv_kernel // 2 through fixed, learned weights per offset.
+    """
+
+    @staticmethod
+    def make_temporal(cfg: ModelConfig) -> nn.Module:
+        return TemporalConv(cfg.embed_dim, cfg.conv_kernel, cfg.heads)
+
+
+class RelativeTimeFusion(PerStepFusion):
+    """Content-free cross-time control: attention weights from the learned per-head offset profile only."""
+
+    @staticmethod
+    def make_mix(cfg: ModelConfig, frames: int) -> nn.Module:
+        return RelativeTimeMix(cfg.embed_dim, cfg.heads, frames, cfg.dropout, cfg.time_bias_init,
+                               cfg.time_bias_flat_heads, cfg.value_rel_pos)
 
 
 # The pooled fusions meet the streams after a mean over time (the ``frames`` argument is unused).
@@ -173,6 +207,7 @@ class DynamicOnlyFusion(BaseFusion):
 
 FUSIONS: dict[str, type[BaseFusion]] = {
     "cross_attention": CrossAttentionFusion, "framewise": FramewiseFusion, "framewise_shifted": FramewiseShiftedFusion,
+    "framewise_conv": FramewiseConvFusion, "relative_time": RelativeTimeFusion,
     "concat": ConcatFusion, "sum": SumFusion, "gated": GatedFusion, "late": LateFusion,
     "static_only": StaticOnlyFusion, "dynamic_only": DynamicOnlyFusion,
 }

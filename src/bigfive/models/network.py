@@ -41,8 +41,8 @@ class TwoStreamNet(nn.Module):
         uses_dynamic = cfg.fusion != "static_only"
         self.static = (StaticStream(cfg.static_backbone, cfg.static_width, cfg.embed_dim, cfg.static_weights,
                                     cfg.freeze_until, cfg.static_weights_sha256) if uses_static else None)
-        self.dynamic = (DynamicStream(cfg.dynamic_backbone, flow_channels, frames, cfg.dynamic_width, cfg.embed_dim)
-                        if uses_dynamic else None)
+        self.dynamic = (DynamicStream(cfg.dynamic_backbone, flow_channels, frames, cfg.dynamic_width, cfg.embed_dim,
+                                      cfg.dynamic_temporal_kernel) if uses_dynamic else None)
         self.fusion = build_fusion(cfg, frames)
         # one head per pooled vector; a second one (late fusion, per stream) keeps its checkpoint name
         dims = self.fusion.out_dims
