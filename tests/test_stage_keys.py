@@ -70,7 +70,7 @@ def _changes(root: Path) -> dict:
         "preprocess.margin": 0.3, "preprocess.detect_width": 256, "preprocess.min_face_size": 16,
         "preprocess.coarse_frames": 0, "preprocess.roi_face_size": 48, "preprocess.roi_pad": 0.4,
         "preprocess.roi_pnet_threshold": 0.7, "preprocess.box_smoothing": 1, "preprocess.max_missing_share": 0.6,
-        "preprocess.max_failed_share": 0.5, "preprocess.flow.stack": 2,
+        "preprocess.flow.stack": 2,
     }
 
 
@@ -80,9 +80,12 @@ def test_faces_redoes_every_clip_when_any_declared_param_changes(tmp_path):
     _stamp_old(_faces_npz(base))
     assert run_faces_stage(base) == 0
     assert not _redone(_faces_npz(base))  # same key: kept
+    assert FACES.checks == ("preprocess.max_failed_share",)  # the pass mark of the stage, no output's input
+    assert run_faces_stage(replace(base, {"preprocess.max_failed_share": 0.5})) == 0
+    assert not _redone(_faces_npz(base))
 
     changes = _changes(tmp_path)
-    assert set(changes) == set(FACES.all_params())
+    assert set(changes) == set(FACES.key_params())
     for key, value in changes.items():
         changed = replace(base, {key: value})
         npz = _faces_npz(changed)
@@ -107,8 +110,8 @@ def test_flow_redoes_every_clip_when_its_params_or_the_faces_change(tmp_path):
 
     own = {"preprocess.flow_dir": str(tmp_path / "flow2"), "preprocess.flow.method": "farneback",
            "preprocess.flow.dis_preset": "medium", "preprocess.flow.bound": 4.0}
-    assert {k.rsplit(".", 1)[0] if k.startswith("preprocess.flow.") else k for k in own} | set(FACES.all_params()) \
-        >= set(FLOW.all_params())
+    assert {k.rsplit(".", 1)[0] if k.startswith("preprocess.flow.") else k for k in own} | set(FACES.key_params()) \
+        >= set(FLOW.key_params())
     for key, value in own.items():
         changed = replace(base, {key: value})
         if _flow_npy(changed).exists():

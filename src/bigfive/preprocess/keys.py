@@ -28,14 +28,21 @@ SOURCE_PREFIX = "src/bigfive/"
 @dataclass(frozen=True)
 class StageInputs:
     """A stage's own params (dotted keys; a section stands for all its keys) and code (repository paths),
-    and the stages whose outputs it reads: their inputs are its inputs too."""
+    and the stages whose outputs it reads: their inputs are its inputs too. ``checks`` are params the
+    stage reads that decide only its exit status, never an output: DVC reruns on them, no clip is redone."""
 
     params: tuple[str, ...]
     code: tuple[str, ...]
     upstream: tuple[StageInputs, ...] = ()
+    checks: tuple[str, ...] = ()
+
+    def key_params(self) -> tuple[str, ...]:
+        """What the outputs depend on: the key."""
+        return _without_covered([*(k for up in self.upstream for k in up.key_params()), *self.params])
 
     def all_params(self) -> tuple[str, ...]:
-        keys = [*(k for up in self.upstream for k in up.all_params()), *self.params]
+        """What dvc.yaml's ``params:`` lists: the key's params and the checks."""
+        keys = [*(k for up in self.upstream for k in up.all_params()), *self.params, *self.checks]
         return _without_covered(keys)
 
     def all_code(self) -> tuple[str, ...]:
@@ -54,13 +61,15 @@ FACES = StageInputs(
             "preprocess.crop_size", "preprocess.margin", "preprocess.detect_width", "preprocess.min_face_size",
             "preprocess.coarse_frames", "preprocess.roi_face_size", "preprocess.roi_pad",
             "preprocess.roi_pnet_threshold", "preprocess.box_smoothing", "preprocess.max_missing_share",
-            "preprocess.max_failed_share", "preprocess.flow.stack"),
+            "preprocess.flow.stack"),
     code=("src/bigfive/preprocess", "src/bigfive/data/video.py", "src/bigfive/config/preprocess.py"),
+    checks=("preprocess.max_failed_share",),
 )
 FLOW = StageInputs(
     params=("preprocess.flow_dir", "preprocess.flow"),
     code=("src/bigfive/preprocess", "src/bigfive/config/preprocess.py"),
     upstream=(FACES,),
+    checks=("preprocess.max_failed_share",),
 )
 FEATURES = StageInputs(params=("preprocess.features_dir",), code=("src/bigfive/preprocess",), upstream=(FACES, FLOW))
 STAGES = {"faces": FACES, "flow": FLOW, "features": FEATURES}
@@ -74,7 +83,7 @@ def param_value(params: Params, key: str) -> Any:
 
 
 def param_values(params: Params, stage: StageInputs) -> dict[str, Any]:
-    return {key: param_value(params, key) for key in stage.all_params()}
+    return {key: param_value(params, key) for key in stage.key_params()}
 
 
 def source_path(path: str) -> Path:
