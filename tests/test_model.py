@@ -79,7 +79,7 @@ def test_single_stream_variants_build_only_their_stream():
 
 
 def test_attention_rows_sum_to_one_in_every_layer_and_direction():
-    net = make(tiny(layers=2)).eval()
+    net = make(tiny(layers=2, direction="bidirectional")).eval()  # both directions: their maps are checked
     _, attention = net(*batch(), return_attention=True)
     assert set(attention) == {"static_to_dynamic", "dynamic_to_static"}
     for layers in attention.values():
