@@ -22,7 +22,9 @@ from bigfive.models import build_model, save_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 T, S, C = 4, 32, 2
 COUNTS = {"train": 6, "val": 4, "test": 5}
-TINY = dict(static_width=8, dynamic_width=8, embed_dim=16, heads=2, layers=1, ff_mult=1, head_hidden=8)
+# bidirectional: the attention figures and records are checked for both directions
+TINY = dict(static_width=8, dynamic_width=8, embed_dim=16, heads=2, layers=1, ff_mult=1, head_hidden=8,
+            direction="bidirectional")
 GENDERS = ["1", "2", "1", "", "2"]  # test clips; one unknown
 ETHNICITIES = ["2", "2", "1", "3", ""]
 

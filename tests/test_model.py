@@ -79,7 +79,7 @@ def test_single_stream_variants_build_only_their_stream():
 
 
 def test_attention_rows_sum_to_one_in_every_layer_and_direction():
-    net = make(tiny(layers=2)).eval()
+    net = make(tiny(layers=2, direction="bidirectional")).eval()  # both directions: their maps are checked
     _, attention = net(*batch(), return_attention=True)
     assert set(attention) == {"static_to_dynamic", "dynamic_to_static"}
     for layers in attention.values():
@@ -126,17 +126,19 @@ def test_every_fusion_returns_one_pooled_vector_per_head_and_an_attention_dict(f
 
 
 HEAD_KEYS = ["head.0.weight", "head.0.bias", "head.3.weight", "head.3.bias"]
-BLOCK_KEYS = ["norm_q.weight", "norm_q.bias", "norm_kv.weight", "norm_kv.bias", "norm_ff.weight", "norm_ff.bias",
-              "ff.0.weight", "ff.0.bias", "ff.3.weight", "ff.3.bias"]
+BLOCK_KEYS = ["norm_q.weight", "norm_q.bias", "norm_kv.weight", "norm_kv.bias", "norm_ff.weight", "norm_ff.bias"]
+FF_KEYS = {"gelu": ["ff.0.weight", "ff.0.bias", "ff.3.weight", "ff.3.bias"],
+           "geglu": ["ff.up.weight", "ff.up.bias", "ff.down.weight", "ff.down.bias"]}
 MIX_KEYS = {"cross_attention": ["attn.q.weight", "attn.q.bias", "attn.kv.weight", "attn.kv.bias", "attn.out.weight",
                                 "attn.out.bias", "attn.time_bias.table"],
             "framewise": ["attn.v.weight", "attn.v.bias", "attn.out.weight", "attn.out.bias"]}
 
 
+@pytest.mark.parametrize("ff", ["gelu", "geglu"])
 @pytest.mark.parametrize("fusion,direction", VARIANTS)
-def test_fusion_and_head_keys_are_those_of_existing_checkpoints(fusion, direction):
+def test_fusion_and_head_keys_are_those_of_existing_checkpoints(fusion, direction, ff):
     # models/best.pt, the registered models and the ablation runs load only while these names stay
-    keys = {k for k in make(tiny(fusion=fusion, direction=direction)).state_dict()
+    keys = {k for k in make(tiny(fusion=fusion, direction=direction, ff=ff)).state_dict()
             if not k.startswith(("static.", "dynamic."))}
     expected = set(HEAD_KEYS)
     if fusion == "late":
@@ -147,7 +149,7 @@ def test_fusion_and_head_keys_are_those_of_existing_checkpoints(fusion, directio
         names = ["static_to_dynamic", "dynamic_to_static"] if direction == "bidirectional" else [direction]
         mix = MIX_KEYS[fusion.removesuffix("_shifted")]
         expected |= {"fusion.pos_static", "fusion.pos_dynamic", "fusion.norm.weight", "fusion.norm.bias"}
-        expected |= {f"fusion.blocks.{name}.0.{k}" for name in names for k in BLOCK_KEYS + mix}
+        expected |= {f"fusion.blocks.{name}.0.{k}" for name in names for k in BLOCK_KEYS + FF_KEYS[ff] + mix}
     assert keys == expected
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import mlflow
@@ -15,6 +17,7 @@ from synth_features import write_features
 
 from bigfive import TRAITS
 from bigfive.config import Params, replace
+from bigfive.inference.loader import ModelLoadError, load_model_checkpoint
 from bigfive.models import load_checkpoint, model_from_checkpoint
 from bigfive.models.infer import predict_arrays
 from bigfive.training import fit
@@ -25,8 +28,8 @@ from bigfive.training.registry import FINGERPRINT_TAG, NOT_PROMOTED_TAG, promote
 from bigfive.training.tracking import (
     absolute_sqlite,
     artifact_location,
-    checkpoint_from_uri,
     dvc_lock_hash,
+    git_commit,
     params_for_mlflow,
 )
 
@@ -74,7 +77,8 @@ def test_run_logs_params_metrics_tags_and_artifacts(run, store):
     assert r.data.params["evaluate.splits"] == '["val", "test"]'
     tags = r.data.tags
     assert tags["purpose"] == "test" and tags["mlflow.runName"] == "first"
-    assert len(tags["git_commit"]) in (40, 7) or tags["git_commit"] == "unknown"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)  # the test's cwd
+    assert tags["git_commit"] == (head.stdout.strip() if head.returncode == 0 else "unknown")
     assert tags["features_hash_source"] == "fingerprint" and len(tags["features_hash"]) == 32
     for key in ("train_loss", "val_loss", "val_mean_accuracy", "val_acc_openness", "lr", "epoch_time_s",
                 "data_wait_share"):
@@ -179,7 +183,9 @@ def test_pyfunc_predicts_like_the_checkpoint(run, features):
         assert predictor.labels == list(TRAITS) and predictor.preprocess["crop_size"] == 32
 
     meta = json.loads((features / "meta.json").read_text())
-    assert checkpoint_from_uri(f"models:/{NAME}@champion")["preprocess"] == meta
+    assert load_model_checkpoint(f"models:/{NAME}@champion")["preprocess"] == meta
+    with pytest.raises(ModelLoadError, match=f"models:/{NAME}@nobody: cannot load this MLflow model"):
+        load_model_checkpoint(f"models:/{NAME}@nobody")
     with pytest.raises(ValueError, match="'dynamic'"):
         model.unwrap_python_model().predict(None, {"static": static})
 
@@ -246,3 +252,13 @@ def test_second_configure_with_other_params_uses_its_own_store(tmp_path, monkeyp
     assert first.endswith("a.db") and second.endswith("b.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'user.db'}")  # the user's choice wins
     assert tracking.configure(TrackingConfig(uri=f"sqlite:///{tmp_path / 'b.db'}")).endswith("user.db")
+
+
+def test_git_commit_is_head_or_unknown_outside_git(tmp_path):
+    assert git_commit(tmp_path) == "unknown"
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    for cmd in (["git", "init", "-q"], ["git", "commit", "-q", "--allow-empty", "-m", "one"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert len(head.stdout.strip()) == 40 and git_commit(tmp_path) == head.stdout.strip()

@@ -47,6 +47,7 @@ from bigfive.tuning.study import (
     fail_stale_trials,
     make_pruner,
     open_study,
+    pruner_spec,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +132,8 @@ def searched(tmp_path_factory) -> dict:
     for worker, log in zip(workers, logs):
         assert worker.returncode == 0, log[-4000:]
     study = load(project)
-    after_workers = {"study_id": study._study_id, "trials": [t.number for t in study.trials],
+    after_workers = {"study_id": journal(project).get_study_id_from_name(STUDY),
+                     "trials": [t.number for t in study.trials],
                      "states": {t.state for t in study.trials},
                      "per_worker": Counter(t.user_attrs.get("worker") for t in study.trials)}
 
@@ -160,7 +162,7 @@ def test_two_workers_share_one_study(searched):
 def test_dvc_stage_resumes_the_same_study(searched):
     project = searched["project"]
     study = load(project)
-    assert study._study_id == searched["after_workers"]["study_id"]
+    assert journal(project).get_study_id_from_name(STUDY) == searched["after_workers"]["study_id"]
     assert sorted(t.number for t in study.trials) == list(range(TOTAL))
     # the stage's own worker ran exactly the top-up, after the two workers' trials
     stage_workers = {t.user_attrs["worker"] for t in study.trials if t.number >= 2 * WORKER_TRIALS}
@@ -282,7 +284,7 @@ def test_apply_best_params(searched, tmp_path):
     after = load_params(params_file)
     best = load(searched["project"]).best_trial.params
     assert replace(before, best) == after
-    assert "# cross_attention | concat" in params_file.read_text()  # comments survive
+    assert "# cross_attention | framewise | framewise_shifted | concat" in params_file.read_text()  # comments survive
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  heads: 3\n  embed_dim: 64\n")
@@ -406,25 +408,43 @@ def test_trials_of_dead_workers_are_failed(tmp_path):
 
 
 # ------------------------------------------------------------------ pruners and epochs from the config
+def first_pruned_step(pruner: optuna.pruners.BasePruner, steps: int = 9) -> int | None:
+    """The epoch at which a trial worse than three finished ones is first pruned (None: never)."""
+    study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(0))
+    for value in (0.9, 0.8, 0.7):
+        trial = study.ask()
+        for step in range(1, steps + 1):
+            trial.report(value, step)
+            trial.should_prune()
+        study.tell(trial, value)
+    bad = study.ask()
+    for step in range(1, steps + 1):
+        bad.report(0.1, step)
+        if bad.should_prune():
+            return step
+    return None
+
+
 def test_pruner_and_epochs_come_from_the_config(tmp_path):
     params = replace(load_params(write_params(tmp_path)), {"train.epochs": 9, "train.warmup_epochs": 2})
     cfg = dataclasses.replace(params.tune, epochs=None, pruner="hyperband", pruner_min_resource=2,
                               pruner_reduction_factor=3)
     assert trial_epochs(cfg, params) == 9  # tune.epochs: null = train.epochs
     assert trial_overrides(cfg, params) == {"train.epochs": 9, "train.warmup_epochs": 2}
-    pruner = make_pruner(cfg, 9)
-    assert isinstance(pruner, optuna.pruners.HyperbandPruner)
-    assert (pruner._min_resource, pruner._max_resource, pruner._reduction_factor) == (2, 9, 3)
-    halving = make_pruner(dataclasses.replace(cfg, pruner="successive_halving"), 9)
-    assert isinstance(halving, optuna.pruners.SuccessiveHalvingPruner)
-    assert (halving._min_resource, halving._reduction_factor) == (2, 3)
+    assert pruner_spec(cfg, 9) == (optuna.pruners.HyperbandPruner,
+                                   {"min_resource": 2, "max_resource": 9, "reduction_factor": 3})
+    assert isinstance(make_pruner(cfg, 9), optuna.pruners.HyperbandPruner)
+    halving_cfg = dataclasses.replace(cfg, pruner="successive_halving")
+    assert pruner_spec(halving_cfg, 9) == (optuna.pruners.SuccessiveHalvingPruner,
+                                           {"min_resource": 2, "reduction_factor": 3, "min_early_stopping_rate": 0})
+    assert first_pruned_step(make_pruner(halving_cfg, 9)) == 2  # the first comparison: after min_resource epochs
     assert isinstance(make_pruner(dataclasses.replace(cfg, pruner="median"), 9), optuna.pruners.MedianPruner)
     assert isinstance(make_pruner(dataclasses.replace(cfg, pruner="none"), 9), optuna.pruners.NopPruner)
     with pytest.raises(ConfigError, match=r"tune\.pruner_min_resource: must be <= the epochs of a trial \(1\)"):
         make_pruner(cfg, 1)
 
     fixed = dataclasses.replace(cfg, epochs=3)  # an int still works: it caps the trials and the pruner
-    assert trial_epochs(fixed, params) == 3 and make_pruner(fixed)._max_resource == 3
+    assert trial_epochs(fixed, params) == 3 and pruner_spec(fixed)[1]["max_resource"] == 3
     assert trial_overrides(fixed, params) == {"train.epochs": 3, "train.warmup_epochs": 2}
     with pytest.raises(ConfigError, match=r"tune\.pruner_reduction_factor: must be >= 2"):
         replace(params, {"tune.pruner_reduction_factor": 1})

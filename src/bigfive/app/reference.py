@@ -58,27 +58,20 @@ def sample_clips(raw_dir: Path, split: str = "test") -> dict[str, Path]:
 def model_card(model: str, tracking: str | None, fallback: Path) -> tuple[str, str] | None:
     """(card text, where it came from): the registered version's description for a ``models:/`` URI,
     else the evaluation's ``results/model_card.md``."""
-    if model.startswith("models:/"):
-        text = _registry_description(model, tracking)
-        if text:
-            return text, f"MLflow registry, {model}"
+    text = _registry_description(model, tracking)
+    if text:
+        return text, f"MLflow registry, {model}"
     if fallback.is_file():
         return fallback.read_text(encoding="utf-8"), str(fallback)
     return None
 
 
 def _registry_description(uri: str, tracking: str | None) -> str | None:
-    from mlflow.tracking import MlflowClient
+    from bigfive.inference.loader import registered_version
 
-    name, _, ref = uri[len("models:/"):].partition("@")
-    client = MlflowClient(tracking, registry_uri=tracking)
     try:
-        if ref:
-            mv = client.get_model_version_by_alias(name, ref)
-        else:
-            name, _, version = name.partition("/")
-            mv = client.get_model_version(name, version)
+        mv = registered_version(uri, tracking)
     except Exception as err:  # the model itself loaded, so this only costs the card
         log.warning("%s: cannot read the registered version's description (%s)", uri, type(err).__name__)
         return None
-    return mv.description or None
+    return mv.description if mv is not None and mv.description else None

@@ -208,8 +208,16 @@ def load_yaml(path: str | Path, max_bytes: int = MAX_YAML_BYTES) -> Any:
     path = Path(path)
     with path.open("rb") as f:
         data = f.read(max_bytes + 1)
+    return parse_yaml(data, str(path), max_bytes)
+
+
+def parse_yaml(data: bytes | str, source: str, max_bytes: int = MAX_YAML_BYTES) -> Any:
+    """:func:`load_yaml` for text already read (``source`` names it in errors): every params or study
+    file a command reads goes through here, so the limits and messages are the same everywhere."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
     if len(data) > max_bytes:
-        raise ConfigError(str(path), f"larger than {max_bytes >> 10} KB; not a params file")
+        raise ConfigError(source, f"larger than {max_bytes >> 10} KB; not a params file")
     try:
         loader = StrictLoader(data)
         try:
@@ -217,11 +225,11 @@ def load_yaml(path: str | Path, max_bytes: int = MAX_YAML_BYTES) -> Any:
         finally:
             loader.dispose()
     except yaml.YAMLError as err:
-        raise ConfigError(str(path), f"not valid YAML: {_yaml_error_text(err)}") from None
+        raise ConfigError(source, f"not valid YAML: {_yaml_error_text(err)}") from None
     except RecursionError:
-        raise ConfigError(str(path), "not valid YAML: nested too deeply") from None
+        raise ConfigError(source, "not valid YAML: nested too deeply") from None
     except ValueError as err:  # an integer of more digits than Python converts, and the like
-        raise ConfigError(str(path), f"not valid YAML: {one_line(err, 200)}") from None
+        raise ConfigError(source, f"not valid YAML: {one_line(err, 200)}") from None
 
 
 def _yaml_error_text(err: yaml.YAMLError) -> str:
@@ -277,4 +285,4 @@ def fraction(value: float, key: str) -> None:
 
 
 __all__ = ["ConfigError", "from_dict", "to_dict", "flatten", "check", "positive", "fraction", "typing", "load_yaml",
-           "StrictLoader"]
+           "parse_yaml", "StrictLoader"]

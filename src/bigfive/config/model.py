@@ -28,11 +28,11 @@ class ModelConfig:
     embed_dim: int = 64  # token size shared by both streams
     fusion: Fusion = "cross_attention"
     # static_to_dynamic: static tokens query dynamic ones; dynamic_to_static: the reverse.
-    direction: Direction = "bidirectional"
+    direction: Direction = "static_to_dynamic"
     heads: int = 4
     layers: int = 1
-    ff_mult: int = 2
-    ff: Literal["gelu", "geglu"] = "gelu"  # feed-forward of each fusion block (geglu: gated, same size)
+    ff_mult: int = 4
+    ff: Literal["gelu", "geglu"] = "geglu"  # feed-forward of each fusion block (geglu: gated, same size)
     dropout: float = 0.1
     time_bias: bool = True  # learnable relative-time bias on attention logits
     time_bias_init: float = 6.0  # initial bias on the same-time diagonal

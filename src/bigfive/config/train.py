@@ -29,11 +29,11 @@ class TrainConfig:
     # l1 optimises the ChaLearn metric (1 - MAE) directly; mse weights large errors more.
     loss: Literal["l1", "mse"] = "l1"
     min_delta: float = 0.0  # early stopping: smallest val mean accuracy gain that counts as better
+    stream_lr_mult: float = 0.3  # learning rate of the two streams, as a multiple of lr (fusion and head: lr)
+    freeze_streams_epochs: int = 0  # epochs at the start that train only fusion and head
     # Every run records epochs_to_interaction: the first epoch whose validation accuracy on this
     # trait reaches the threshold (null if never). On the sample, agreeableness is the trait only a
     # per-time-step fusion of both streams can read (docs/sample.md), so this is when fusion starts working.
-    stream_lr_mult: float = 1.0  # learning rate of the two streams, as a multiple of lr (fusion and head: lr)
-    freeze_streams_epochs: int = 0  # epochs at the start that train only fusion and head
     interaction_trait: str = "agreeableness"
     interaction_threshold: float = 0.90
 

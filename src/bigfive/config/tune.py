@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from dataclasses import dataclass, field
@@ -61,24 +62,36 @@ class SearchParam:
                       f"an int parameter needs an integer {name}, got {value}")
 
 
+_WITH_ATTENTION = {"model.fusion": ["cross_attention", "framewise"]}
+# params.yaml's space (tests/test_config.py checks the two are equal); copied into each TuneConfig.
+DEFAULT_SPACE: dict[str, SearchParam] = {
+    "model.fusion": SearchParam("categorical", choices=["cross_attention", "framewise", "concat"]),
+    "model.direction": SearchParam("categorical", choices=["bidirectional", "static_to_dynamic", "dynamic_to_static"],
+                                   when=_WITH_ATTENTION),
+    "model.heads": SearchParam("categorical", choices=[1, 2, 4, 8], when={"model.fusion": ["cross_attention"]}),
+    "model.layers": SearchParam("int", low=1.0, high=2.0, when=_WITH_ATTENTION),
+    "model.embed_dim": SearchParam("categorical", choices=[32, 64, 128]),
+    "model.dropout": SearchParam("float", low=0.0, high=0.3),
+    "train.lr": SearchParam("float", low=5.0e-4, high=5.0e-3, log=True),
+}
+
 Pruner = Literal["hyperband", "successive_halving", "median", "none"]
 
 
 @dataclass(frozen=True)
 class TuneConfig:
-    study: str = "bigfive-xattn"  # resumed by name; change it when the space, epochs or data change
+    study: str = "bigfive-fusion"  # resumed by name; change it when the space, epochs or data change
     storage: str = "sqlite:///optuna.db"  # RDB URL, or journal:///path.log / path.log for a journal file
-    n_trials: int = 12  # `bigfive tune` tops the study up to this many finished (complete + pruned) trials
-    # Epochs of a trial that is never pruned; null = train.epochs (the full schedule: the interaction
-    # trait is learned late, so a short budget cannot see it). The pruner's maximum resource.
-    epochs: int | None = None
-    timeout_s: float | None = None  # stop starting new trials after this many seconds
+    n_trials: int = 24  # `bigfive tune` tops the study up to this many finished (complete + pruned) trials
+    # Epochs of a trial that is never pruned (null = train.epochs); the pruner's maximum resource.
+    epochs: int | None = 20
+    timeout_s: float | None = 780.0  # stop starting new trials after this many seconds (null = no limit)
     sampler_seed: int = 0
-    tpe_startup_trials: int = 5  # random trials before TPE starts modelling
+    tpe_startup_trials: int = 6  # random trials before TPE starts modelling
     # hyperband (recommended): successive halving over several brackets, so some trials are compared
     # only late; successive_halving: one bracket; median: MedianPruner; none: every trial runs in full.
     pruner: Pruner = "hyperband"
-    pruner_min_resource: int = 1  # hyperband / successive_halving: epochs before a trial's first comparison
+    pruner_min_resource: int = 4  # hyperband / successive_halving: epochs before a trial's first comparison
     pruner_reduction_factor: int = 3  # hyperband / successive_halving: 1 in this many goes on at each rung
     pruner_startup_trials: int = 3  # median: trials that finish before any is pruned
     pruner_warmup_epochs: int = 2  # median: epochs a trial always runs before it may be pruned
@@ -86,7 +99,7 @@ class TuneConfig:
     experiment: str = "bigfive-tune"  # MLflow experiment: one parent run per worker, one child per trial
     results_dir: str = "results/tune"
     # Keys are dotted paths into params (model.heads, train.lr, ...).
-    space: dict[str, SearchParam] = field(default_factory=dict)
+    space: dict[str, SearchParam] = field(default_factory=lambda: copy.deepcopy(DEFAULT_SPACE))
 
     def validate(self, path: str) -> None:
         check(bool(self.study), f"{path}.study", "must not be empty")

@@ -26,7 +26,9 @@ DESCRIPTION_LIMIT = 5000
 SMALL_GROUP = 30
 
 # Published results on the ChaLearn First Impressions V2 test set: mean accuracy (1 - MAE) over the five
-# traits (shared/REFERENCE.md). Shown beside the model's own figures when it was trained on ChaLearn.
+# traits, as the works named report them (the 2016 entries: Ponce-López et al., "ChaLearn LAP 2016: First
+# Round Challenge on First Impressions", ECCV 2016 Workshops). Shown beside the model's own figures when it
+# was trained on ChaLearn.
 PUBLISHED = (
     ("2016 challenge winner, NJU-LAMDA (audio + visual)", 0.9130),
     ("2016 third place, DCC", 0.9109),

@@ -76,7 +76,9 @@ def _log_evaluation(uri: str, run_id: str, metrics: dict[str, float], artifacts:
     """Metrics, files and figures into run ``run_id``, which the caller has found."""
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
+    from bigfive.training.tracking import use_store
+
+    use_store(uri)
     with mlflow.start_run(run_id=run_id, log_system_metrics=False):
         mlflow.log_metrics(metrics)
         if plots_dir.is_dir():

@@ -78,19 +78,17 @@ def resolve_checkpoint(model: str, *, tracking: str | None = None, cache_dir: st
 
 def _checkpoint_from_mlflow(uri: str, tracking: str | None, cache_dir: str | Path | None) -> Path:
     try:
-        import mlflow
         from mlflow.artifacts import download_artifacts
     except ImportError as err:  # pragma: no cover - mlflow is a dependency
         raise ModelLoadError(f"{uri}: MLflow is not installed ({err})") from None
-    from bigfive.training.tracking import sqlite_file
+    from bigfive.training.tracking import sqlite_file, use_store
 
     db = sqlite_file(tracking) if tracking else None
     if db is not None and not db.is_file():  # connecting would create an empty store as a side effect
         raise ModelLoadError(f"{uri}: the MLflow tracking store {tracking} does not exist (train a model first, "
                              "set MLFLOW_TRACKING_URI, or pass --model models/best.pt)")
     if tracking:
-        mlflow.set_tracking_uri(tracking)
-        mlflow.set_registry_uri(tracking)
+        use_store(tracking)
     dst = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="bigfive-model-"))
     try:
         local = Path(download_artifacts(artifact_uri=uri, dst_path=str(dst)))
@@ -102,15 +100,49 @@ def _checkpoint_from_mlflow(uri: str, tracking: str | None, cache_dir: str | Pat
 
 
 def find_checkpoint_file(model_dir: Path, name: str) -> Path:
-    """The ``checkpoint`` artifact of a downloaded bigfive pyfunc model (named in its MLmodel file)."""
-    from bigfive.training.tracking import checkpoint_artifact
+    """The ``checkpoint`` artifact of a bigfive pyfunc model directory (named in its MLmodel file)."""
+    import yaml
 
     if model_dir.is_file():
         return model_dir
-    try:
-        return checkpoint_artifact(model_dir, name)
-    except FileNotFoundError as err:
-        raise ModelLoadError(str(err)) from None
+    mlmodel = model_dir / "MLmodel"
+    if not mlmodel.is_file():
+        raise ModelLoadError(f"{name}: no MLmodel file in {model_dir}; not an MLflow model")
+    conf = yaml.safe_load(mlmodel.read_text()) or {}
+    artifacts = ((conf.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}
+    entry = artifacts.get("checkpoint")
+    path = model_dir / entry["path"] if isinstance(entry, dict) and "path" in entry else None
+    if path is None or not path.is_file():
+        raise ModelLoadError(f"{name}: the MLflow model has no 'checkpoint' artifact (not a bigfive pyfunc model)")
+    return path
+
+
+def load_model_checkpoint(model: str | Path, *, tracking: str | None = None) -> dict[str, Any]:
+    """The checkpoint dict of a ``.pt`` path or an MLflow model URI (downloaded to a temporary folder,
+    removed once loaded)."""
+    from bigfive.models import load_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="bigfive-model-") as tmp:
+        return load_checkpoint(resolve_checkpoint(str(model), tracking=tracking, cache_dir=tmp))
+
+
+REGISTRY_SCHEME = "models:/"
+
+
+def registered_version(uri: str, tracking: str | None) -> Any:
+    """The registry's ModelVersion behind ``models:/<name>@<alias>`` or ``models:/<name>/<version>``;
+    None for any other model reference. MLflow errors (no such alias, store unreachable) propagate."""
+    if not uri.startswith(REGISTRY_SCHEME):
+        return None
+    from mlflow.tracking import MlflowClient
+
+    name, _, alias = uri[len(REGISTRY_SCHEME):].partition("@")
+    # registry_uri too: without it the client uses a registry set process-wide earlier
+    client = MlflowClient(tracking, registry_uri=tracking)
+    if alias:
+        return client.get_model_version_by_alias(name, alias)
+    name, _, version = name.partition("/")
+    return client.get_model_version(name, version)
 
 
 def preprocess_from_checkpoint(ckpt: dict[str, Any], *, device: str = "cpu") -> PreprocessConfig:

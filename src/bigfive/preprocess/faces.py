@@ -97,7 +97,7 @@ def run_faces_stage(params: Params, *, workers: int | None = None, items: list[C
     """Run the faces stage over the manifest (or ``items``); returns the exit code."""
     cfg = params.preprocess
     items = manifest_items(params.data.raw_dir) if items is None else items
-    settings = settings_of(cfg, params.seed)
+    settings = settings_of(params)
     rows: list[dict[str, Any]] = []
     todo: list[ClipItem] = []
     for item in items:

@@ -21,7 +21,8 @@ import numpy as np
 
 from bigfive import ALL_LABELS, SPLITS
 from bigfive.config import Params, PreprocessConfig, load_params
-from bigfive.preprocess.layout import faces_path, flow_output_ok, flow_path, load_faces_record
+from bigfive.preprocess.keys import FEATURES, FLOW, param_values, stage_key
+from bigfive.preprocess.layout import faces_path, flow_key_matches, flow_output_ok, flow_path, load_faces_record
 from bigfive.preprocess.pool import read_manifest, settings_of
 from bigfive.utils.io import atomic_path, write_json, write_text
 from bigfive.utils.progress import progress
@@ -63,7 +64,10 @@ def _pack(path: Path, shape: tuple[int, ...], fill: Any) -> None:
 
 def run_features_stage(params: Params) -> int:
     cfg = params.preprocess
-    settings = settings_of(cfg, params.seed)
+    settings = settings_of(params)
+    flow_current = flow_key_matches(cfg, stage_key(params, FLOW))
+    if not flow_current:
+        log.warning("features: %s was made under other params or code (rerun `bigfive flow`)", cfg.flow_dir)
     rows = read_manifest(params.data.raw_dir)
     out_dir = Path(cfg.features_dir)
     counts: dict[str, int] = {}
@@ -73,12 +77,12 @@ def run_features_stage(params: Params) -> int:
     if unknown:
         log.warning("features: ignoring manifest split(s) %s (expected %s)", unknown, list(SPLITS))
     for split in splits:
-        kept, quality = _usable_clips(cfg, settings, split, [r for r in rows if r["split"] == split])
+        kept, quality = _usable_clips(cfg, settings, flow_current, split, [r for r in rows if r["split"] == split])
         if split == "train":
             train_quality = quality
         counts[split] = len(kept)
         _pack_split(cfg, split, kept, out_dir / split)
-    write_json(out_dir / "meta.json", _meta(cfg, counts, train_quality))
+    write_json(out_dir / "meta.json", _meta(params, counts, train_quality))
     print(f"features: packed {counts} into {out_dir}", file=sys.stderr)
     if not any(counts.values()):
         print("features: no clip had both faces and flow outputs (run `bigfive faces` and `bigfive flow`)",
@@ -87,9 +91,9 @@ def run_features_stage(params: Params) -> int:
     return 0
 
 
-def _usable_clips(cfg: PreprocessConfig, settings: str, split: str, rows: list[dict[str, str]]
+def _usable_clips(cfg: PreprocessConfig, settings: str, flow_current: bool, split: str, rows: list[dict[str, str]]
                   ) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
-    """The manifest rows of ``split`` with an ok faces output (same settings) and a flow output, and
+    """The manifest rows of ``split`` with an ok faces output (same key) and a flow output (same key), and
     their faces records; the others are counted by reason and logged."""
     kept: list[dict[str, str]] = []
     records: list[dict[str, Any]] = []
@@ -100,7 +104,7 @@ def _usable_clips(cfg: PreprocessConfig, settings: str, split: str, rows: list[d
             why = "no faces output"
         elif rec["status"] != "ok":
             why = f"faces {rec['status']}"
-        elif not flow_output_ok(flow_path(cfg, split, r["video_id"]), cfg):
+        elif not flow_current or not flow_output_ok(flow_path(cfg, split, r["video_id"]), cfg):
             why = "no flow output"
         else:
             kept.append(r)
@@ -138,19 +142,18 @@ def _pack_split(cfg: PreprocessConfig, split: str, kept: list[dict[str, str]], d
     write_text(d / "clip_ids.txt", "".join(f"{r['video_id']}\n" for r in kept))
 
 
-def _meta(cfg: PreprocessConfig, counts: dict[str, int], train_quality: list[dict[str, Any]]) -> dict[str, Any]:
-    """meta.json: the preprocessing that made the arrays (checkpoints carry it), counts, training-face quality."""
-    return {
-        "frames": cfg.frames, "crop_size": cfg.crop_size, "channels": 2 * cfg.flow.stack,
-        "flow": {"method": cfg.flow.method, "dis_preset": cfg.flow.dis_preset, "preset": cfg.flow.dis_preset,
-                 "bound": cfg.flow.bound, "stack": cfg.flow.stack},
-        "labels": list(ALL_LABELS), "sampling": cfg.sampling, "margin": cfg.margin, "detect_width": cfg.detect_width,
-        "box_smoothing": cfg.box_smoothing, "max_missing_share": cfg.max_missing_share,
-        "min_face_size": cfg.min_face_size, "coarse_frames": cfg.coarse_frames,
-        "roi_face_size": cfg.roi_face_size, "roi_pad": cfg.roi_pad, "roi_pnet_threshold": cfg.roi_pnet_threshold,
-        "counts": counts,
-        "train_quality": _quality_stats(train_quality),
-    }
+def _meta(params: Params, counts: dict[str, int], train_quality: list[dict[str, Any]]) -> dict[str, Any]:
+    """meta.json: the preprocessing that made the arrays (checkpoints carry it), counts, training-face quality.
+
+    The preprocessing is every ``preprocess`` param the faces and flow stages declare (folders aside).
+    """
+    cfg = params.preprocess
+    made_by = {key.removeprefix("preprocess."): value for key, value in param_values(params, FEATURES).items()
+               if key.startswith("preprocess.") and not key.endswith("_dir")}
+    # "preset": the name earlier meta files used for dis_preset (inference/loader.py reads both)
+    made_by["flow"] = {**made_by["flow"], "preset": cfg.flow.dis_preset}
+    return {**made_by, "channels": 2 * cfg.flow.stack, "labels": list(ALL_LABELS), "counts": counts,
+            "train_quality": _quality_stats(train_quality)}
 
 
 def _quality_stats(recs: list[dict[str, Any]]) -> dict[str, Any]:

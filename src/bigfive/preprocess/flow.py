@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,17 @@ import cv2
 import numpy as np
 
 from bigfive.config import ConfigError, FlowConfig, Params, PreprocessConfig
-from bigfive.preprocess.layout import faces_path, flow_output_ok, flow_path, load_faces_record
+from bigfive.preprocess.keys import FLOW, stage_key
+from bigfive.preprocess.layout import (
+    faces_path,
+    flow_key_matches,
+    flow_key_path,
+    flow_output_ok,
+    flow_path,
+    load_faces_record,
+)
 from bigfive.preprocess.pool import default_workers, failure_check, manifest_items, run_pool, settings_of, summary
-from bigfive.utils.io import save_npy, write_json
+from bigfive.utils.io import save_npy, write_text
 
 log = logging.getLogger("bigfive.preprocess.flow")
 
@@ -109,26 +116,23 @@ def run(args: argparse.Namespace) -> int:
     return run_flow_stage(load_params(args.params), workers=args.workers)
 
 
-def _check_flow_settings(cfg: PreprocessConfig, seed: int) -> None:
-    """Flow files made with other flow settings are stale: remove them before anything is skipped as done.
+def _check_flow_key(params: Params) -> None:
+    """Flow files made under another key (other params, other code, other face crops) are stale: remove
+    them before anything is skipped as done.
 
-    ``<flow_dir>/settings.json`` records the settings of the files present; it is written (after
-    any removal) before work starts, so an interrupted run resumes with what it already made.
+    ``<flow_dir>/settings.json`` records the key of the files present; it is written (after any
+    removal) before work starts, so an interrupted run resumes with what it already made.
     """
-    root = Path(cfg.flow_dir)
-    want = {"flow": asdict(cfg.flow), "faces": json.loads(settings_of(cfg, seed))}
-    path = root / "settings.json"
-    try:
-        have = json.loads(path.read_text()) if path.exists() else None
-    except json.JSONDecodeError:
-        have = None
-    if have != want:
-        stale = list(root.glob("*/*.npy"))
-        if stale:
-            log.info("flow: settings changed; removing %d stale flow file(s)", len(stale))
-        for f in stale:
-            f.unlink()
-        write_json(path, want)
+    cfg = params.preprocess
+    key = stage_key(params, FLOW)
+    if flow_key_matches(cfg, key):
+        return
+    stale = list(Path(cfg.flow_dir).glob("*/*.npy"))
+    if stale:
+        log.info("flow: params or code changed; removing %d stale flow file(s)", len(stale))
+    for f in stale:
+        f.unlink()
+    write_text(flow_key_path(cfg), key)
 
 
 def _make_engine(cfg: FlowConfig) -> FlowEngine:
@@ -156,8 +160,8 @@ def run_flow_stage(params: Params, *, workers: int | None = None, items: list[An
     cfg = params.preprocess
     FlowEngine(cfg.flow)  # a bad method (tvl1 without contrib) stops here, before any work
     items = manifest_items(params.data.raw_dir) if items is None else items
-    settings = settings_of(cfg, params.seed)
-    _check_flow_settings(cfg, params.seed)
+    settings = settings_of(params)
+    _check_flow_key(params)
     rows: list[dict[str, Any]] = []
     todo = []
     skipped = 0

@@ -37,6 +37,19 @@ def flow_path(cfg: PreprocessConfig, split: str, video_id: str) -> Path:
     return Path(cfg.flow_dir) / split / f"{video_id}.npy"
 
 
+def flow_key_path(cfg: PreprocessConfig) -> Path:
+    """The flow stage's key (:mod:`bigfive.preprocess.keys`) for every flow file present."""
+    return Path(cfg.flow_dir) / "settings.json"
+
+
+def flow_key_matches(cfg: PreprocessConfig, key: str) -> bool:
+    path = flow_key_path(cfg)
+    try:
+        return path.read_text() == key
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _expected_shape(cfg: PreprocessConfig) -> tuple[int, int, int, int]:
     return (cfg.frames, 2 * cfg.flow.stack, cfg.crop_size, cfg.crop_size)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -20,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bigfive.config import PreprocessConfig
+from bigfive.config import Params
+from bigfive.preprocess.keys import FACES, stage_key
 from bigfive.utils.io import write_text
 from bigfive.utils.progress import progress
 
@@ -39,14 +39,9 @@ class ClipItem:
     path: Path  # the raw clip
 
 
-def settings_of(cfg: PreprocessConfig, seed: int) -> str:
-    """The parameters a faces output depends on (a resumed run redoes clips made with others)."""
-    keys = ("frames", "sampling", "crop_size", "margin", "detect_width", "min_face_size", "coarse_frames",
-            "roi_face_size", "roi_pad", "box_smoothing", "max_missing_share")
-    d = {k: getattr(cfg, k) for k in keys}
-    d["stack"] = cfg.flow.stack
-    d["seed"] = seed if cfg.sampling == "random" else None
-    return json.dumps(d, sort_keys=True)
+def settings_of(params: Params) -> str:
+    """The faces stage's key (:mod:`bigfive.preprocess.keys`): a faces output made under another is redone."""
+    return stage_key(params, FACES)
 
 
 def read_manifest(raw_dir: str | Path) -> list[dict[str, str]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["fit", "FitResult", "load_predictor", "Predictor", "load_checkpoint_any", "checkpoint_from_uri"]
+__all__ = ["fit", "FitResult", "load_predictor", "LoadedModel"]
 
 
 def __getattr__(name: str) -> Any:
@@ -15,12 +15,8 @@ def __getattr__(name: str) -> Any:
         from bigfive.training import loop
 
         return getattr(loop, name)
-    if name in ("load_predictor", "Predictor"):
+    if name in ("load_predictor", "LoadedModel"):
         from bigfive.training import pyfunc
 
         return getattr(pyfunc, name)
-    if name in ("load_checkpoint_any", "checkpoint_from_uri"):
-        from bigfive.training import tracking
-
-        return getattr(tracking, name)
     raise AttributeError(f"module 'bigfive.training' has no attribute {name!r}")

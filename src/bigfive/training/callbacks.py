@@ -47,7 +47,8 @@ class TrainState:
     is_main: bool = True
     epoch: int = 0  # 1-based number of the epoch running or just finished
     step: int = 0  # optimizer steps so far
-    batch_loss: float = math.nan
+    # the last batch's loss as the 0-d tensor the step returned: a float would wait for the GPU every batch
+    batch_loss: torch.Tensor | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     best_metric: float = -math.inf
@@ -195,7 +196,7 @@ class ProgressLogger(Callback):
         if not state.is_main:
             return
         m = state.metrics
-        log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_mean_acc %.4f%s  lr %.2e  %.1fs "
+        log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_mean_accuracy %.4f%s  lr %.2e  %.1fs "
                  "(data wait %.0f%%, %.0f clips/s)", state.epoch, state.epochs, m.get("train_loss", math.nan),
                  m.get("val_loss", math.nan), m.get(state.monitor, math.nan), " *" if state.improved else "",
                  m.get("lr", math.nan), m.get("epoch_time_s", math.nan), 100 * m.get("data_wait_share", 0.0),

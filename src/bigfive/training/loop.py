@@ -80,7 +80,7 @@ from bigfive.training.data import ClipDataset, EpochSampler, TrainData, check_la
 from bigfive.training.rng import rng_state, seed_everything, set_rng_state
 from bigfive.training.run_tracker import RunTracker, features_tags, run_tags
 from bigfive.training.schedule import warmup_cosine
-from bigfive.training.tracking import default_run_name, load_checkpoint_any
+from bigfive.training.tracking import default_run_name
 from bigfive.utils.device import autocast, resolve_device
 from bigfive.utils.io import write_json
 from bigfive.utils.progress import progress
@@ -171,7 +171,9 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, stream_lr_m
 
 def warm_start(model: nn.Module, source: str) -> dict[str, int]:
     """Load the shape-compatible weights of a checkpoint path or MLflow model URI into ``model``."""
-    ckpt = load_checkpoint_any(source)
+    from bigfive.inference.loader import load_model_checkpoint
+
+    ckpt = load_model_checkpoint(source)
     state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
     own = model.state_dict()
     fits = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}

@@ -1,4 +1,4 @@
-"""The model as an MLflow pyfunc, and one predictor API for checkpoints and MLflow model URIs.
+"""The model as an MLflow pyfunc, and :class:`LoadedModel` for array input from checkpoints and MLflow model URIs.
 
 The pyfunc carries a slim checkpoint (weights, model config, preprocess meta, labels; no optimizer
 state) as its ``checkpoint`` artifact, read back with ``torch.load(weights_only=True)``. The
@@ -25,7 +25,6 @@ import torch
 
 from bigfive.models import load_checkpoint, model_from_checkpoint
 from bigfive.models.infer import predict_arrays
-from bigfive.training.tracking import checkpoint_from_uri, is_mlflow_uri, load_checkpoint_any  # noqa: F401 (re-exported)
 from bigfive.utils.device import resolve_device
 
 SLIM_KEYS = ("model", "model_config", "frames", "flow_channels", "preprocess", "labels", "epoch",
@@ -134,8 +133,9 @@ def log_pyfunc(ckpt: dict[str, Any], example: tuple[np.ndarray, np.ndarray], reg
 
 
 @dataclass
-class Predictor:
-    """``predict(static, dynamic) -> (B, outputs)`` float32; ``checkpoint`` holds labels and preprocess meta."""
+class LoadedModel:
+    """A network and its checkpoint for array input: ``predict(static, dynamic) -> (B, outputs)`` float32.
+    (:class:`bigfive.inference.predictor.Predictor` is the one for raw videos.)"""
 
     net: torch.nn.Module
     checkpoint: dict[str, Any]
@@ -155,15 +155,11 @@ class Predictor:
         return predict_arrays(self.net, static, dynamic, self.device, batch_size)
 
 
-def load_predictor(uri_or_path: str | Path, device: str = "auto") -> Predictor:
-    """From ``models:/name@alias``, ``runs:/<id>/model``, a local MLflow model dir, or a checkpoint path."""
-    text = str(uri_or_path)
+def load_predictor(uri_or_path: str | Path, device: str = "auto") -> LoadedModel:
+    """From ``models:/name@alias``, ``runs:/<id>/model``, a local MLflow model dir, or a checkpoint path
+    (resolved by :func:`bigfive.inference.loader.load_model_checkpoint`, as every command resolves --model)."""
+    from bigfive.inference.loader import load_model_checkpoint
+
     dev = resolve_device(device)
-    if is_mlflow_uri(text):
-        model = mlflow.pyfunc.load_model(text)
-        wrapper = model.unwrap_python_model()
-        if not isinstance(wrapper, BigFivePyfunc):
-            raise TypeError(f"{text}: not a bigfive pyfunc model (wraps {type(wrapper).__name__})")
-        return Predictor(wrapper.net.to(dev).eval(), wrapper.checkpoint, dev, text)
-    ckpt = load_checkpoint(text)
-    return Predictor(model_from_checkpoint(ckpt).to(dev).eval(), ckpt, dev, text)
+    ckpt = load_model_checkpoint(uri_or_path)
+    return LoadedModel(model_from_checkpoint(ckpt).to(dev).eval(), ckpt, dev, str(uri_or_path))

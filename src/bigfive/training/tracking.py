@@ -33,7 +33,6 @@ from bigfive.config.train import TrackingConfig
 log = logging.getLogger("bigfive.training")
 
 MAX_PARAM_CHARS = 6000
-MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "file://")
 # MLflow 3 records an experiment's kind in this tag; the values are those of the UI's ExperimentKind enum
 # (mlflow/server/js, 3.17). "custom_model_development" marks a training experiment, but 3.17's UI picks
 # its view from a per-browser switch, not from the tag (README "Working as a team"): see ui_url.
@@ -83,18 +82,25 @@ def artifact_location(uri: str) -> str | None:
 
 def configure(cfg: TrackingConfig) -> str:
     """Point mlflow at the tracking store (and the registry at the same store); returns the URI."""
-    import mlflow
 
     uri = resolve_tracking_uri(cfg)
     db = sqlite_file(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
+    use_store(uri)
+    return uri
+
+
+def use_store(uri: str) -> None:
+    """Point mlflow's tracking and registry at ``uri``: the one place bigfive sets them, so the bookkeeping
+    of what it wrote into MLFLOW_TRACKING_URI (see above) is kept whoever calls."""
+    import mlflow
+
     global _uri_we_set, _we_set_users_uri
     from_user = _users_env_uri() is not None
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     _uri_we_set, _we_set_users_uri = os.environ.get("MLFLOW_TRACKING_URI"), from_user
-    return uri
 
 
 def experiment_id(name: str, uri: str, description: str | None = None) -> str:
@@ -282,41 +288,3 @@ def log_params(params: Params) -> None:
     items = list(params_for_mlflow(params).items())
     for i in range(0, len(items), 100):  # log_params takes at most 100 per call
         mlflow.log_params(dict(items[i:i + 100]))
-
-
-def is_mlflow_uri(uri: str) -> bool:
-    return str(uri).startswith(MLFLOW_SCHEMES) or (Path(uri) / "MLmodel").is_file()
-
-
-def checkpoint_from_uri(uri: str) -> dict[str, Any]:
-    """The checkpoint dict (with ``preprocess`` meta) inside an MLflow pyfunc model (``models:/...``)."""
-    import mlflow
-
-    from bigfive.models import load_checkpoint
-
-    local = Path(uri) if (Path(uri) / "MLmodel").is_file() else Path(mlflow.artifacts.download_artifacts(uri))
-    return load_checkpoint(checkpoint_artifact(local, uri))
-
-
-def checkpoint_artifact(model_dir: Path, name: str) -> Path:
-    """The ``checkpoint`` artifact file of a bigfive pyfunc model directory (named in its MLmodel file)."""
-    import yaml
-
-    mlmodel = model_dir / "MLmodel"
-    if not mlmodel.is_file():
-        raise FileNotFoundError(f"{name}: no MLmodel file in {model_dir}; not an MLflow model")
-    conf = yaml.safe_load(mlmodel.read_text()) or {}
-    artifacts = ((conf.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}
-    entry = artifacts.get("checkpoint")
-    path = model_dir / entry["path"] if isinstance(entry, dict) and "path" in entry else None
-    if path is None or not path.is_file():
-        raise FileNotFoundError(f"{name}: the MLflow model has no 'checkpoint' artifact (not a bigfive pyfunc model)")
-    return path
-
-
-def load_checkpoint_any(uri_or_path: str | Path) -> dict[str, Any]:
-    """A checkpoint dict from a ``.pt`` path or an MLflow model URI."""
-    from bigfive.models import load_checkpoint
-
-    text = str(uri_or_path)
-    return checkpoint_from_uri(text) if is_mlflow_uri(text) else load_checkpoint(text)

@@ -7,9 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bigfive.config import ConfigError, flatten, params_from_dict
+from bigfive.config.base import load_yaml, parse_yaml
 from bigfive.config.tune import SEARCHABLE
 from bigfive.utils.io import write_text
 
@@ -20,10 +19,7 @@ def read_best(path: Path) -> dict[str, Any]:
     """The dotted overrides in a best_params.yaml; errors name the file and the bad entry."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: best params file not found (run `bigfive tune` first)")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(str(path), f"not valid YAML: {err}") from None
+    data = load_yaml(path)  # the reader params.yaml gets: size cap, duplicate keys refused, one-line errors
     if not data:
         raise ConfigError(str(path), "holds no parameters (no trial of the study has completed)")
     if not isinstance(data, dict):
@@ -40,6 +36,7 @@ def apply_best(best_file: Path, params_file: Path) -> dict[str, tuple[Any, Any]]
     from ruamel.yaml import YAML  # round-trip YAML: params.yaml keeps its comments and layout
 
     overrides = read_best(best_file)
+    load_yaml(params_file)  # refuse a params file the other commands would refuse, before round-tripping it
     rt = YAML()
     rt.preserve_quotes = True
     rt.width = 4096
@@ -56,7 +53,7 @@ def apply_best(best_file: Path, params_file: Path) -> dict[str, tuple[Any, Any]]
     rt.dump(doc, buf)
     text = buf.getvalue()
     try:  # validate the merged file before it replaces the old one
-        params_from_dict(yaml.safe_load(text))
+        params_from_dict(parse_yaml(text, str(params_file)))
     except ConfigError as err:
         raise ConfigError(err.key, f"{err.reason} (after applying {best_file} to {params_file})") from None
     write_text(params_file, text)

@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
@@ -129,15 +129,21 @@ def make_sampler(cfg: TuneConfig) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(cfg: TuneConfig, epochs: int | None = None) -> optuna.pruners.BasePruner:
-    """The pruner ``tune.pruner`` names; ``epochs`` is a trial's full budget (default ``tune.epochs``).
+    """The pruner ``tune.pruner`` names; ``epochs`` is a trial's full budget (default ``tune.epochs``)."""
+    cls, kwargs = pruner_spec(cfg, epochs)
+    return cls(**kwargs)
+
+
+def pruner_spec(cfg: TuneConfig, epochs: int | None = None) -> tuple[type[optuna.pruners.BasePruner], dict[str, Any]]:
+    """The Optuna pruner class and the arguments :func:`make_pruner` builds it with.
 
     Trials report one step per epoch (1-based), so the resources are epochs: the first comparison
     comes after ``pruner_min_resource`` epochs, the next ones ``pruner_reduction_factor`` times later.
     """
     epochs = cfg.epochs if epochs is None else epochs
     if cfg.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner_startup_trials,
-                                           n_warmup_steps=cfg.pruner_warmup_epochs)
+        return optuna.pruners.MedianPruner, {"n_startup_trials": cfg.pruner_startup_trials,
+                                             "n_warmup_steps": cfg.pruner_warmup_epochs}
     if cfg.pruner in ("hyperband", "successive_halving"):
         if epochs is None:
             raise ValueError("make_pruner needs the trial's epochs when tune.epochs is null (train.epochs)")
@@ -145,12 +151,12 @@ def make_pruner(cfg: TuneConfig, epochs: int | None = None) -> optuna.pruners.Ba
             raise ConfigError("tune.pruner_min_resource", f"must be <= the epochs of a trial ({epochs}), "
                                                           f"got {cfg.pruner_min_resource}")
         if cfg.pruner == "hyperband":
-            return optuna.pruners.HyperbandPruner(min_resource=cfg.pruner_min_resource, max_resource=epochs,
-                                                  reduction_factor=cfg.pruner_reduction_factor)
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=cfg.pruner_min_resource,
-                                                      reduction_factor=cfg.pruner_reduction_factor,
-                                                      min_early_stopping_rate=0)
-    return optuna.pruners.NopPruner()
+            return optuna.pruners.HyperbandPruner, {"min_resource": cfg.pruner_min_resource, "max_resource": epochs,
+                                                    "reduction_factor": cfg.pruner_reduction_factor}
+        return optuna.pruners.SuccessiveHalvingPruner, {"min_resource": cfg.pruner_min_resource,
+                                                        "reduction_factor": cfg.pruner_reduction_factor,
+                                                        "min_early_stopping_rate": 0}
+    return optuna.pruners.NopPruner, {}
 
 
 def open_study(cfg: TuneConfig, storage: BaseStorage, fingerprint: str, *, epochs: int | None = None
