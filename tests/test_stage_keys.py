@@ -70,7 +70,8 @@ def _changes(root: Path) -> dict:
         "preprocess.margin": 0.3, "preprocess.detect_width": 256, "preprocess.min_face_size": 16,
         "preprocess.coarse_frames": 0, "preprocess.roi_face_size": 48, "preprocess.roi_pad": 0.4,
         "preprocess.roi_pnet_threshold": 0.7, "preprocess.box_smoothing": 1, "preprocess.max_missing_share": 0.6,
-        "preprocess.flow.stack": 2,
+        "preprocess.flow.stack": 2, "preprocess.max_frame_pixels": 8_000_000, "preprocess.max_duration_s": 30.0,
+        "preprocess.max_decode_pixels": 10**10, "preprocess.shrink_pixels": 100_000,
     }
 
 

@@ -38,10 +38,9 @@ from bigfive.preprocess.detect import (
     track_main_subject,
 )
 from bigfive.preprocess.flow import FlowEngine
-from bigfive.preprocess.pool import settings_of
 
 __all__ = ["ClipFaces", "ClipResult", "VideoError", "extract_faces", "make_detector", "preprocess_clip",
-           "clip_rng", "settings_of"]
+           "clip_rng"]
 
 
 @dataclass

@@ -61,8 +61,12 @@ FACES = StageInputs(
             "preprocess.crop_size", "preprocess.margin", "preprocess.detect_width", "preprocess.min_face_size",
             "preprocess.coarse_frames", "preprocess.roi_face_size", "preprocess.roi_pad",
             "preprocess.roi_pnet_threshold", "preprocess.box_smoothing", "preprocess.max_missing_share",
-            "preprocess.flow.stack"),
-    code=("src/bigfive/preprocess", "src/bigfive/data/video.py", "src/bigfive/config/preprocess.py"),
+            "preprocess.flow.stack",
+            # the input caps decide which clips are refused and how large frames are shrunk as read
+            "preprocess.max_frame_pixels", "preprocess.max_duration_s", "preprocess.max_decode_pixels",
+            "preprocess.shrink_pixels"),
+    code=("src/bigfive/preprocess", "src/bigfive/data/video.py", "src/bigfive/data/container.py",
+          "src/bigfive/config/preprocess.py"),
     checks=("preprocess.max_failed_share",),
 )
 FLOW = StageInputs(
