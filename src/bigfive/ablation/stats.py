@@ -144,6 +144,26 @@ def holm(pvalues: list[float] | np.ndarray) -> list[float]:
     return out.tolist()
 
 
+def bh(pvalues: list[float] | np.ndarray) -> list[float]:
+    """Benjamini-Hochberg q-values (NaN stays NaN and is not counted): the smallest false discovery rate at which
+    each p-value would be called a discovery, q_(i) = min over j >= i of min(1, m p_(j) / j) (BH 1995).
+
+    For the exploratory cells: rejecting where q < alpha controls the expected share of false discoveries among
+    them (independent or positively dependent p-values), a weaker promise than Holm's family-wise error.
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    ok = np.flatnonzero(np.isfinite(p))
+    out = np.full(p.shape, math.nan)
+    m = ok.size
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 1.0
+    for rank in range(m, 0, -1):
+        i = order[rank - 1]
+        running = min(running, min(1.0, m * p[i] / rank))
+        out[i] = running
+    return out.tolist()
+
+
 def share_greater(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> float:
     """Share of all (a_i, b_j) pairs with a_i > b_j, ties counting one half (NaN when either is empty).
 
@@ -159,5 +179,5 @@ def share_greater(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> f
     return float(((diff > TIE).sum() + 0.5 * (np.abs(diff) <= TIE).sum()) / diff.size)
 
 
-__all__ = ["mean_std", "wilcoxon_p", "hierarchical_bootstrap", "BootstrapResult", "holm", "share_greater",
+__all__ = ["mean_std", "wilcoxon_p", "hierarchical_bootstrap", "BootstrapResult", "holm", "bh", "share_greater",
            "TIE"]
