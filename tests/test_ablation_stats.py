@@ -114,10 +114,10 @@ def test_calibration_measures_the_rate_and_can_fail():
     boot_rate = np.mean([rec["hierarchical"]["alpha=0.05"][c]["rate"] for c in "abc"])
     assert 0.01 <= t_rate <= 0.10 and boot_rate > t_rate
     assert set(pvals) == set(K.CANDIDATES) and pvals["seed_t"].shape == (300, 3)
-    shifted = null.copy()
-    shifted[:5] += 0.03  # seeds 0-4 are better: splits that separate them reject
-    rec_alt, _ = K.calibrate(shifted, ["a", "b", "c"], 5, 100, resamples=99, seed=0)
-    assert rec_alt["seed_t"]["alpha=0.05"]["a"]["rate"] > 0.1
+    # with 2 seeds per arm the bootstrap sees half the seed variance: the measurement flags it as liberal
+    rec2, _ = K.calibrate(null, ["a", "b", "c"], 2, 200, resamples=199, seed=0)
+    assert np.mean([rec2["hierarchical"]["alpha=0.05"][c]["rate"] for c in "abc"]) > 0.12
+    assert not rec2["hierarchical"]["calibrated"]
     r = K.rejection(np.array([0.01] * 5 + [0.5] * 95), 0.05)
     assert (r["rejected"], r["datasets"], r["rate"]) == (5, 100, 0.05)
     assert r["ci95"][0] < 0.05 < r["ci95"][1]
@@ -212,7 +212,7 @@ def test_compare_calibrate_command_writes_its_record(tmp_path):
     assert set(main) == set(K.CANDIDATES)
     rate = main["seed_t"]["alpha=0.05"]["mean"]
     assert rate["datasets"] == 120 and 0 <= rate["ci95"][0] <= rate["rate"] <= rate["ci95"][1] <= 1
-    assert record["summary_test"] == "seed_t" and isinstance(record["calibrated"], bool)
+    assert record["summary_test"] == "seed_t_no_clip" and isinstance(record["calibrated"], bool)
     assert "Minimum detectable difference" in (out / "power.md").read_text()
     assert (out / "calibration.png").stat().st_size > 5_000
     # too few calibration runs for two arms of the ablation's seed count: one line saying what to run

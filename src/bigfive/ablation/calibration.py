@@ -101,6 +101,13 @@ def calibration_figure(pvals: dict[str, np.ndarray], columns: list[str], title: 
 
 
 
+def _summary_candidate(cfg: Any) -> str:
+    """The candidate that is what ``ablation.test`` (and ``ablation.clip_term``) make the summary use."""
+    if cfg.test == "seed_t":
+        return "seed_t" if cfg.clip_term else "seed_t_no_clip"
+    return cfg.test
+
+
 def run_calibration(params: Any, runs_dir: str | Path | None = None, out_dir: str | Path | None = None) -> dict:
     """``bigfive compare --calibrate``: calibration.json, calibration.png and power.md from the reference's
     calibration runs (``<runs_dir>/<reference>/seed<N>``, N in ablation.calibration.seeds)."""
@@ -127,14 +134,14 @@ def run_calibration(params: Any, runs_dir: str | Path | None = None, out_dir: st
         "design": f"A/A: {per_arm} vs {per_arm} disjoint seeds drawn from {len(own)}, test clips resampled with "
                   "replacement (paired); every rejection is a false positive",
         "per_arm": per_arm, "datasets": cal.datasets, "bootstrap": cal.bootstrap, "target_at_0.05": list(TARGET),
-        "summary_test": cfg.test, "by_seed_count": {}}
+        "summary_test": _summary_candidate(cfg), "by_seed_count": {}}
     pvals_main = None
     for n in sorted({3, per_arm} & set(range(2, len(own) // 2 + 1))):
         rec, pvals = calibrate(scores, columns, n, cal.datasets, resamples=cal.bootstrap, seed=params.seed)
         record["by_seed_count"][str(n)] = rec
         if n == per_arm:
             pvals_main = pvals
-    record["calibrated"] = record["by_seed_count"][str(per_arm)].get(cfg.test, {}).get("calibrated")
+    record["calibrated"] = record["by_seed_count"][str(per_arm)].get(record["summary_test"], {}).get("calibrated")
     from bigfive.ablation.power import report as power_report
 
     record["power"], power_md = power_report(scores, columns, own, cfg, out_dir)

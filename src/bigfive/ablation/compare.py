@@ -54,18 +54,20 @@ def write_outputs(rows: list[dict[str, Any]], traits: list[str], out_dir: str | 
 
 def compare(runs_dir: str | Path, out_dir: str | Path, *, reference: str, variants: list[str] | None = None,
             seeds: list[int] | None = None, test: str = "seed_t", resamples: int = 10000, seed: int = 0,
-            alpha: float = 0.05, primaries: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+            alpha: float = 0.05, primaries: dict[str, Any] | None = None,
+            clip_term: bool = False) -> list[dict[str, Any]]:
     """Load, summarise and write everything; returns the summary rows. ``primaries``: ablation.primaries."""
     runs = load_runs(runs_dir, variants, seeds)
     if not runs.runs:
         raise FileNotFoundError(f"{runs_dir}: no usable ablation runs ({len(runs.problems)} left out: "
                                 f"{'; '.join(runs.problems[:3])})")
-    rows = summarize(runs, reference, variants, test=test, resamples=resamples, seed=seed, alpha=alpha)
+    rows = summarize(runs, reference, variants, test=test, resamples=resamples, seed=seed, alpha=alpha,
+                     clip_term=clip_term)
     prim = None
     if primaries:
         from bigfive.ablation.primaries import evaluate
 
-        prim = evaluate(runs, primaries, alpha)
+        prim = evaluate(runs, primaries, alpha, clip_term)
     traits = traits_of(runs)
     paths = write_outputs(rows, traits, out_dir, reference, test, runs.problems, resamples, prim, alpha)
     log.info("compared %d variants (%d runs, %d left out): %s", len(rows), sum(len(v) for v in runs.runs.values()),
@@ -116,5 +118,5 @@ def run(args: argparse.Namespace) -> int:
     out = args.results_dir or results
     compare(args.runs_dir or results / "runs", out, reference=args.reference or reference, variants=variants,
             seeds=seeds, test=cfg.test, resamples=cfg.bootstrap, seed=params.seed, alpha=cfg.alpha,
-            primaries=primaries)
+            primaries=primaries, clip_term=cfg.clip_term)
     return 0

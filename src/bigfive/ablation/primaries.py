@@ -30,17 +30,19 @@ def _column(traits: list[str], trait: str, name: str) -> int:
     return traits.index(trait)
 
 
-def evaluate(runs: Runs, primaries: dict[str, PrimaryConfig], alpha: float = 0.05) -> list[dict[str, Any]]:
+def evaluate(runs: Runs, primaries: dict[str, PrimaryConfig], alpha: float = 0.05,
+             clip_term: bool = False) -> list[dict[str, Any]]:
     """One row per primary: Δ, CI, one-sided/TOST p, Holm-adjusted p over the primaries and the decision."""
     traits = traits_of(runs)
-    rows = [_one(runs, name, spec, traits, alpha) for name, spec in primaries.items()]
+    rows = [_one(runs, name, spec, traits, alpha, clip_term) for name, spec in primaries.items()]
     for row, adjusted in zip(rows, stats.holm([r["p_value"] for r in rows])):
         row["p_value_holm"] = adjusted
         row["decision"] = _decision(row, alpha)
     return rows
 
 
-def _one(runs: Runs, name: str, spec: PrimaryConfig, traits: list[str], alpha: float) -> dict[str, Any]:
+def _one(runs: Runs, name: str, spec: PrimaryConfig, traits: list[str], alpha: float,
+         clip_term: bool) -> dict[str, Any]:
     row: dict[str, Any] = {"primary": name, "variant": spec.variant, "versus": spec.versus, "trait": spec.trait,
                            "kind": spec.kind, "margin": spec.margin, "seeds": "", "delta": math.nan,
                            "ci_low": math.nan, "ci_high": math.nan, "ci_level": math.nan, "p_value": math.nan}
@@ -52,7 +54,8 @@ def _one(runs: Runs, name: str, spec: PrimaryConfig, traits: list[str], alpha: f
     j = _column(traits, spec.trait, name)
     clips = common_clips([a, b])
     level = 1 - alpha if spec.kind == "two_sided" else 1 - 2 * alpha
-    res = seedtest.seed_t(clip_scores(a, clips)[..., j], clip_scores(b, clips)[..., j], level=level)
+    res = seedtest.seed_t(clip_scores(a, clips)[..., j], clip_scores(b, clips)[..., j], level=level,
+                          clip_term=clip_term)
     p = seedtest.one_sided_p(res, spec.kind, spec.margin)
     row.update(seeds=f"{len(a)} / {len(b)}", delta=float(res.delta[0]), ci_low=float(res.low[0]),
                ci_high=float(res.high[0]), ci_level=level, p_value=float(np.asarray(p)[0]))

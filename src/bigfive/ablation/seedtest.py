@@ -28,6 +28,8 @@ from typing import Literal
 
 import numpy as np
 
+from bigfive.ablation import stats
+
 Kind = Literal["two_sided", "superiority", "equivalence"]
 
 
@@ -44,21 +46,10 @@ class TResult:
     level: float
 
 
-def _arrays(variant: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    v = np.asarray(variant, dtype=np.float64)
-    r = np.asarray(reference, dtype=np.float64)
-    if v.ndim == 2:
-        v, r = v[..., None], r[..., None]
-    if v.ndim != 3 or r.ndim != 3 or v.shape[1:] != r.shape[1:]:
-        raise ValueError(f"need (seeds, clips, columns) arrays with the same clips and columns, got {v.shape} and "
-                         f"{r.shape}")
-    return v, r
-
-
 def variance_terms(variant: np.ndarray, reference: np.ndarray, clip_term: bool = True
                    ) -> tuple[np.ndarray, list[tuple[np.ndarray, int]]]:
     """(Δ, [(variance term, its degrees of freedom), ...]) of the difference of means, per column."""
-    v, r = _arrays(variant, reference)
+    v, r = stats.score_arrays(variant, reference)
     sv, n, _ = v.shape
     sr = r.shape[0]
     a, b = v.mean(axis=1), r.mean(axis=1)  # (S, M) per-seed mean accuracy
@@ -88,6 +79,8 @@ def seed_t(variant: np.ndarray, reference: np.ndarray, *, level: float = 0.95, c
         tstat = np.where(se > 0, delta / se, np.where(np.abs(delta) > 0, np.inf, 0.0))
         p = 2 * st.t.sf(np.abs(tstat), df)
         crit = st.t.ppf(0.5 + level / 2, df)
+    unknown = np.isnan(var)  # a side with one seed: its seed variance is unknown, so is everything after it
+    p, df = np.where(unknown, np.nan, p), np.where(unknown, np.nan, df)
     return TResult(delta, se, df, delta - crit * se, delta + crit * se, p, level)
 
 
@@ -118,7 +111,7 @@ def permutation_p(variant: np.ndarray, reference: np.ndarray, *, max_exact: int 
     Exact over all C(S_v + S_r, S_v) labelings when there are at most ``max_exact`` (the observed one included,
     so p >= floor = 1 / count), else ``resamples`` random ones plus the observed one.
     """
-    v, r = _arrays(variant, reference)
+    v, r = stats.score_arrays(variant, reference)
     seeds = np.concatenate([v.mean(axis=1), r.mean(axis=1)])  # (S, M)
     total, sv = seeds.shape[0], v.shape[0]
     observed = seeds[:sv].mean(axis=0) - seeds[sv:].mean(axis=0)

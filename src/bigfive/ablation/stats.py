@@ -60,6 +60,18 @@ class BootstrapResult:
     resamples: int
 
 
+def score_arrays(variant: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both models' per-clip scores as float (seeds, clips, columns) arrays (a 2-D pair gets one column)."""
+    v = np.asarray(variant, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64)
+    if v.ndim == 2:
+        v, r = v[..., None], r[..., None]
+    if v.ndim != 3 or r.ndim != 3 or v.shape[1:] != r.shape[1:]:
+        raise ValueError(f"need (seeds, clips, columns) arrays with the same clips and columns, got {v.shape} and "
+                         f"{r.shape}")
+    return v, r
+
+
 def _counts(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
     """(rows, n) multiplicities of ``n`` draws with replacement from ``range(n)``, one row per resample."""
     idx = rng.integers(0, n, size=(rows, n)) + (np.arange(rows) * n)[:, None]
@@ -92,13 +104,7 @@ def hierarchical_bootstrap(variant: np.ndarray, reference: np.ndarray, resamples
     bootstrap bias, so few seeds make the test somewhat liberal, never seed-blind.
     Vectorised in blocks of resamples: one (block, N) x (N, (S_v + S_r) M) matrix product each.
     """
-    v = np.asarray(variant, dtype=np.float64)
-    r = np.asarray(reference, dtype=np.float64)
-    if v.ndim == 2:
-        v, r = v[..., None], r[..., None]
-    if v.ndim != 3 or r.ndim != 3 or v.shape[1:] != r.shape[1:]:
-        raise ValueError(f"need (seeds, clips, columns) arrays with the same clips and columns, got {v.shape} and "
-                         f"{r.shape}")
+    v, r = score_arrays(variant, reference)
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
     sv, n, m = v.shape
@@ -180,4 +186,4 @@ def share_greater(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> f
 
 
 __all__ = ["mean_std", "wilcoxon_p", "hierarchical_bootstrap", "BootstrapResult", "holm", "bh", "share_greater",
-           "TIE"]
+           "score_arrays", "TIE"]

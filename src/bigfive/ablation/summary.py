@@ -20,7 +20,8 @@ from bigfive.ablation.runs import KINDS, Runs, SeedRun, clip_errors, clip_scores
 
 log = logging.getLogger("bigfive.ablation")
 
-TESTS = {"seed_t": "Welch t over seeds with the clip-paired variance folded in; CI by inverting the same test",
+TESTS = {"seed_t": "Welch t over the per-seed mean accuracies (ablation.clip_term: plus the clip-paired variance); "
+                   "CI by inverting the same test",
          "hierarchical": "hierarchical bootstrap over seeds and test clips",
          "wilcoxon": "clip-paired Wilcoxon signed-rank test of the seed-averaged per-clip error"}
 
@@ -33,7 +34,8 @@ def _median_interaction(values: list[float]) -> tuple[float, int, int]:
 
 
 def summarize(runs: Runs, reference: str, order: list[str] | None = None, *, test: str = "seed_t",
-              resamples: int = 10000, seed: int = 0, alpha: float = 0.05) -> list[dict[str, Any]]:
+              resamples: int = 10000, seed: int = 0, alpha: float = 0.05,
+              clip_term: bool = False) -> list[dict[str, Any]]:
     """One row per variant (``order`` first, then any others found), as written to summary.csv.
 
     A row also holds ``per_seed`` (key -> values over its seeds, for the figure), which the CSV and
@@ -55,7 +57,7 @@ def summarize(runs: Runs, reference: str, order: list[str] | None = None, *, tes
             row = _variant_row(sorted(runs.runs[name], key=lambda r: r.seed), ref_runs, name == reference, traits,
                                resamples, seed)
             row.update(_versus_reference(row.pop("_own"), ref_runs, name == reference, traits, test, resamples,
-                                         seed, alpha))
+                                         seed, alpha, clip_term))
             rows[name] = row
     # duplicates repeat their twin's numbers so the table has a row for every variant asked for
     for name, twin in runs.same_as.items():
@@ -126,7 +128,7 @@ def _own_ci(own: list[SeedRun], traits: list[str], resamples: int, seed: int) ->
 
 
 def _versus_reference(own: list[SeedRun], ref: list[SeedRun] | None, is_reference: bool, traits: list[str],
-                      test: str, resamples: int, seed: int, alpha: float) -> dict[str, Any]:
+                      test: str, resamples: int, seed: int, alpha: float, clip_term: bool) -> dict[str, Any]:
     keys = [*(f"{t}_accuracy" for t in traits), "mean_accuracy"]
     out: dict[str, Any] = {"clips": math.nan, "p_floor": 1.0 / (resamples + 1) if test == "hierarchical" else 0.0}
     for k in keys:
@@ -147,7 +149,8 @@ def _versus_reference(own: list[SeedRun], ref: list[SeedRun] | None, is_referenc
         return out
     if len(own) < 2:
         log.warning("%s has one seed: its test cannot count seed-to-seed variation", own[0].variant)
-    delta, low, high, p = _test(clip_scores(own, clips), clip_scores(ref, clips), test, resamples, seed, alpha)
+    delta, low, high, p = _test(clip_scores(own, clips), clip_scores(ref, clips), test, resamples, seed, alpha,
+                                clip_term)
     if test == "wilcoxon":  # per-clip error averaged over seeds, variant - reference: one paired difference per clip
         diff = clip_errors(own, clips) - clip_errors(ref, clips)
         cols = np.concatenate([diff, diff.mean(axis=1, keepdims=True)], axis=1)
@@ -160,11 +163,11 @@ def _versus_reference(own: list[SeedRun], ref: list[SeedRun] | None, is_referenc
     return out
 
 
-def _test(v: np.ndarray, r: np.ndarray, test: str, resamples: int, seed: int,
-          alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _test(v: np.ndarray, r: np.ndarray, test: str, resamples: int, seed: int, alpha: float,
+          clip_term: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(Δ, CI low, CI high, p) per column: seed_t's inverted CI, else the bootstrap's percentile CI and its p."""
     if test == "seed_t":
-        res = seedtest.seed_t(v, r, level=1 - alpha)
+        res = seedtest.seed_t(v, r, level=1 - alpha, clip_term=clip_term)
         return res.delta, res.low, res.high, res.p
     res = stats.hierarchical_bootstrap(v, r, resamples, seed)
     return res.delta, res.low, res.high, res.p
