@@ -267,8 +267,9 @@ def test_compare_statistics_on_known_runs(known_runs, tmp_path):
     assert by["no_bias"]["delta_agreeableness_accuracy"] == pytest.approx(-0.1)
     assert by["no_bias"]["p_value_openness"] == pytest.approx(1.0)
     # BH over all 18 p-values shown (3 tested variants x (overall + 5 traits); the reference and its duplicate
-    # have none): the 7 smallest are tied at 1/501, so each gets q = 18 p / 7; the p = 1 ones stay 1
-    q = 18 / 7 / (resamples + 1)
+    # have none): the 8 smallest (worse's 6, no_bias's agreeableness and mean) are tied at 1/501, so each gets
+    # q = 18 p / 8; the p = 1 ones stay 1
+    q = 18 / 8 / (resamples + 1)
     assert worse["p_value_q"] == pytest.approx(q)
     assert worse["p_value_neuroticism_q"] == pytest.approx(q)
     assert by["no_bias"]["p_value_agreeableness_q"] == pytest.approx(q)
@@ -602,7 +603,8 @@ def test_both_ablation_pipelines_parse_with_the_project_params(tmp_path):
     subprocess.run(["dvc", "init", "-q"], **run)
     params = load_params(tmp_path / "params.yaml").ablation
     listed = dvc(tmp_path, "stage", "list", "--name-only", "pipelines/ablation/dvc.yaml").stdout.split()
-    want = {f"ablate@{v}-{s}" for v in params.variants for s in params.seeds} | {"compare"}
+    want = {f"ablate@{v}-{s}" for v in params.variants for s in params.seeds} | {"compare", "calibrate"}
+    want |= {f"calibration_run@{s}" for s in params.calibration.seeds}
     assert {s.rsplit(":", 1)[-1] for s in listed} == want
     listed = dvc(tmp_path, "stage", "list", "--name-only", "pipelines/ablation_flow/dvc.yaml").stdout.split()
     names = {s.rsplit(":", 1)[-1] for s in listed}

@@ -164,12 +164,13 @@ def _primaries_md(primaries: list[dict[str, Any]], alpha: float) -> list[str]:
              "| primary | comparison | trait | hypothesis | seeds | Δ [CI] | p | p (Holm) | decision |",
              "|---|---|---|---|---|---|---|---|---|"]
     for p in primaries:
-        hyp = {"superiority": f"Δ > {p['margin']:g}", "equivalence": f"|Δ| < {p['margin']:g} (TOST)",
+        hyp = {"superiority": f"Δ > {p['margin']:g}", "equivalence": f"\\|Δ\\| < {p['margin']:g} (TOST)",
                "two_sided": "Δ ≠ 0"}[p["kind"]]
         ci = (f"{p['delta']:+.4f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] ({100 * p['ci_level']:g}%)"
               if math.isfinite(p["delta"]) else "–")
         lines.append(f"| {p['primary']} | {p['variant']} vs {p['versus']} | {p['trait']} | {hyp} | {p['seeds']} | "
                      f"{ci} | {fmt_p(p['p_value'])} | {fmt_p(p['p_value_holm'])} | {p['decision']} |")
-    return lines + ["", f"Seed-level Welch t with the clip-paired variance; decisions at alpha = {alpha:g} after Holm. "
+    return lines + ["", "The table's seed-level Welch t (ablation.clip_term: with the clip-paired variance or not), "
+                        f"one-sided or two one-sided tests; decisions at alpha = {alpha:g} after Holm. "
                         "A one-sided or equivalence claim holds exactly when its (1 − 2 alpha) CI clears the margin.",
                     ""]
