@@ -221,3 +221,8 @@ def test_compare_calibrate_command_writes_its_record(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bigfive", "compare", "--params", str(tmp_path / "params.yaml"),
                            "--calibrate"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0 and "need 2 x 4" in proc.stderr
+    params["ablation"]["seeds"] = [200]  # one seed per arm: no seed variance to test with
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = subprocess.run([sys.executable, "-m", "bigfive", "compare", "--params", str(tmp_path / "params.yaml"),
+                           "--calibrate"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "ablation.seeds" in proc.stderr and "2 or more per arm" in proc.stderr

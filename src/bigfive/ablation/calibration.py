@@ -112,6 +112,7 @@ def run_calibration(params: Any, runs_dir: str | Path | None = None, out_dir: st
     """``bigfive compare --calibrate``: calibration.json, calibration.png and power.md from the reference's
     calibration runs (``<runs_dir>/<reference>/seed<N>``, N in ablation.calibration.seeds)."""
     from bigfive.ablation.runs import clip_scores, common_clips, load_runs, traits_of
+    from bigfive.config import ConfigError
     from bigfive.evaluation.plots import save
     from bigfive.utils.io import write_json, write_text
 
@@ -121,6 +122,8 @@ def run_calibration(params: Any, runs_dir: str | Path | None = None, out_dir: st
     runs = load_runs(runs_dir, [cfg.reference], list(cal.seeds))
     own = sorted(runs.runs.get(cfg.reference, []), key=lambda r: r.seed)
     per_arm = len(cfg.seeds)
+    if per_arm < 2:
+        raise ConfigError("ablation.seeds", f"has {per_arm} seed: a seed-level test needs 2 or more per arm")
     if len(own) < 2 * per_arm:
         raise FileNotFoundError(f"{runs_dir}: {len(own)} usable calibration runs of {cfg.reference}, need "
                                 f"2 x {per_arm} (ablation.calibration.seeds; run `bigfive ablate --variant "
