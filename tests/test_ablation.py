@@ -17,7 +17,10 @@ from conftest import HANG_S, ROOT, clean_env, dvc
 
 from bigfive import TRAITS
 from bigfive.ablation import compare as C
+from bigfive.ablation import figures as F
+from bigfive.ablation import runs as R
 from bigfive.ablation import stats as S
+from bigfive.ablation import summary as SM
 from bigfive.ablation import variants as V
 from bigfive.config import ConfigError, Params, load_params, params_from_dict, replace, to_dict
 
@@ -75,7 +78,7 @@ def test_defaults_cover_every_required_variant_and_build():
     cfg = Params().ablation
     assert set(cfg.variants) == required
     assert cfg.reference == f"{xattn}_static_to_dynamic"
-    assert cfg.seeds == [0, 1, 2, 3, 4] and cfg.test == "hierarchical"
+    assert cfg.seeds == [0, 1, 2, 3, 4] and cfg.test == "seed_t"
     base = Params()
     built = {}
     for name, overrides in cfg.variants.items():
@@ -130,6 +133,17 @@ def test_bad_ablation_config_names_the_key():
     data = to_dict(Params())
     data["ablation"]["reference"] = "nope"
     with pytest.raises(ConfigError, match=r"ablation\.reference"):
+        params_from_dict(data)
+    # a selection seed in ablation.seeds is refused unless the override says so
+    data = to_dict(Params())
+    data["ablation"].update(seeds=[4, 200], reuse_selection_seeds=False)
+    with pytest.raises(ConfigError, match=r"ablation\.seeds: .*\[4\].*selection seeds"):
+        params_from_dict(data)
+    data["ablation"]["seeds"] = [200, 201]
+    assert params_from_dict(data).ablation.seeds == [200, 201]
+    data = to_dict(Params())
+    data["ablation"]["primaries"]["bad"] = {"variant": "framewise", "versus": "concat", "kind": "equivalence"}
+    with pytest.raises(ConfigError, match=r"ablation\.primaries\.bad\.margin"):
         params_from_dict(data)
     data = to_dict(Params())
     data["ablation"]["variants"]["h3"] = {"model.heads": 3}
@@ -223,7 +237,8 @@ def known_runs(tmp_path) -> Path:
 def test_compare_statistics_on_known_runs(known_runs, tmp_path):
     out = tmp_path / "out"
     resamples = 500
-    rows = C.compare(known_runs, out, reference="full", variants=None, seeds=None, resamples=resamples)
+    rows = C.compare(known_runs, out, reference="full", variants=None, seeds=None, resamples=resamples,
+                     test="hierarchical")
     by = {r["variant"]: r for r in rows}
     assert set(by) == {"full", "worse", "no_bias", "full_h4", "same"}  # broken is left out, not fatal
     ramp_mean = 0.005  # mean of the per-clip ramp
@@ -251,13 +266,16 @@ def test_compare_statistics_on_known_runs(known_runs, tmp_path):
     assert by["no_bias"]["p_value_agreeableness"] == pytest.approx(1 / (resamples + 1))
     assert by["no_bias"]["delta_agreeableness_accuracy"] == pytest.approx(-0.1)
     assert by["no_bias"]["p_value_openness"] == pytest.approx(1.0)
-    # Holm over all 18 p-values shown (3 tested variants x (overall + 5 traits); the reference and its duplicate
-    # have none): the 7 smallest are tied at 1/501, so each is adjusted to 18/501; the p = 1 ones stay 1
-    assert worse["p_value_holm"] == pytest.approx(18 / (resamples + 1))
-    assert worse["p_value_neuroticism_holm"] == pytest.approx(18 / (resamples + 1))
-    assert by["no_bias"]["p_value_agreeableness_holm"] == pytest.approx(18 / (resamples + 1))
-    assert by["no_bias"]["p_value_openness_holm"] == pytest.approx(1.0)
-    assert math.isnan(by["full"]["p_value_holm"]) and math.isnan(by["full_h4"]["p_value_agreeableness_holm"])
+    # BH over all 18 p-values shown (3 tested variants x (overall + 5 traits); the reference and its duplicate
+    # have none): the 8 smallest (worse's 6, no_bias's agreeableness and mean) are tied at 1/501, so each gets
+    # q = 18 p / 8; the p = 1 ones stay 1
+    q = 18 / 8 / (resamples + 1)
+    assert worse["p_value_q"] == pytest.approx(q)
+    assert worse["p_value_neuroticism_q"] == pytest.approx(q)
+    assert by["no_bias"]["p_value_agreeableness_q"] == pytest.approx(q)
+    assert by["no_bias"]["p_value_openness_q"] == pytest.approx(1.0)
+    assert math.isnan(by["full"]["p_value_q"]) and math.isnan(by["full_h4"]["p_value_agreeableness_q"])
+    assert worse["p_floor"] == pytest.approx(1 / (resamples + 1))
     # validation wins over all seed pairs, and the epochs to the interaction threshold
     assert worse["val_win_share"] == pytest.approx(3 / 9)
     assert worse["val_mean_accuracy_mean"] == pytest.approx(np.mean([0.90, 0.91, 0.99]))
@@ -278,21 +296,23 @@ def test_compare_statistics_on_known_runs(known_runs, tmp_path):
     cols = set(table[0])
     for t in TRAITS:
         assert {f"{t}_accuracy_mean", f"{t}_accuracy_std", f"{t}_pcc_mean", f"{t}_ccc_mean", f"p_value_{t}"} <= cols
-        assert {f"p_value_{t}_holm", f"delta_{t}_accuracy", f"delta_{t}_ci95_low", f"delta_{t}_ci95_high"} <= cols
-    assert {"mean_accuracy_mean", "mean_accuracy_std", "p_value", "p_value_holm", "same_as", "val_win_share",
+        assert {f"p_value_{t}_q", f"delta_{t}_accuracy", f"delta_{t}_ci95_low", f"delta_{t}_ci95_high"} <= cols
+    assert {"mean_accuracy_mean", "mean_accuracy_std", "p_value", "p_value_q", "same_as", "val_win_share",
             "val_mean_accuracy_mean", "epochs_to_interaction", "epochs_to_interaction_reached",
             "epochs_to_interaction_seeds", "delta_ci95_low", "delta_ci95_high"} <= cols
     csv_worse = next(r for r in table if r["variant"] == "worse")
     assert float(csv_worse["mean_accuracy_mean"]) == pytest.approx(0.935)
     assert float(csv_worse["val_win_share"]) == pytest.approx(1 / 3, abs=1e-6)
-    assert float(csv_worse["p_value_holm"]) == pytest.approx(18 / (resamples + 1), abs=1e-6)
+    assert float(csv_worse["p_value_q"]) == pytest.approx(q, abs=1e-6)
     assert csv_worse["epochs_to_interaction"] == "" and csv_worse["epochs_to_interaction_reached"] == "0"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == set(by) and {"p_value", "p_value_agreeableness_holm"} <= set(metrics["worse"])
+    assert set(metrics) == set(by) and {"p_value", "p_value_agreeableness_q"} <= set(metrics["worse"])
     assert metrics["full"]["epochs_to_interaction"] == 8.0
     md = (out / "summary.md").read_text()
     assert "| worse |" in md and "broken" in md  # the left-out run is reported with its reason
     assert "8 (2/3)" in md and "never (0/3)" in md and "all 18 p-values" in md
+    # every tested p sits at the bootstrap's floor: the adjusted value is printed as a bound
+    assert f"< {q:.2g} (floor)" in md
     assert (out / "summary.png").stat().st_size > 10_000
 
 
@@ -305,23 +325,23 @@ def test_compare_wilcoxon_option_and_unknown_test(known_runs, tmp_path):
     assert by["worse"]["delta_ci95_high"] - by["worse"]["delta_ci95_low"] > 0.01  # seeds counted in the CI
     assert "Wilcoxon" in (tmp_path / "out" / "summary.md").read_text()
     with pytest.raises(ValueError, match="unknown test"):
-        C.summarize(C.load_runs(known_runs), "full", test="bootstrap")
+        SM.summarize(R.load_runs(known_runs), "full", test="bootstrap")
 
 
 def test_summary_figure_draws_each_variants_seeds_means_cis_and_delta(known_runs):
     """The figure's data, panel by panel: what a reader takes from it must be the table's numbers."""
     from matplotlib.colors import to_rgba
 
-    rows = C.summarize(C.load_runs(known_runs), "full", resamples=500)  # 500: worse's Holm p is 18/501 < 0.05
+    rows = SM.summarize(R.load_runs(known_runs), "full", resamples=500, test="hierarchical")  # worse: q < 0.05
     by = {r["variant"]: r for r in rows}
-    fig = C.summary_figure(rows, TRAITS, "full")
+    fig = F.summary_figure(rows, TRAITS, "full")
     axes = fig.axes
     keys = ["mean_accuracy", *(f"{t}_accuracy" for t in TRAITS)]
     assert [ax.get_title() for ax in axes] == ["Δ mean accuracy vs reference", "mean accuracy",
                                                *(t.replace("_", " ") for t in TRAITS)]
     assert "1/3 seeds per variant" in fig.get_suptitle() and "reference full" in fig.get_suptitle()
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [
-        "one seed", "mean over seeds, 95% CI", "Δ, Holm-adjusted p < 0.05", "Δ, not significant",
+        "one seed", "mean over seeds, 95% CI", "Δ, BH q < 0.05", "Δ, not significant",
         "train-mean baseline"]
     # rows top to bottom in the table's order, the reference bold, its duplicate named
     row_y = {r["variant"]: float(len(rows) - 1 - i) for i, r in enumerate(rows)}
@@ -329,7 +349,7 @@ def test_summary_figure_draws_each_variants_seeds_means_cis_and_delta(known_runs
     assert [t.get_text() for _, t in ticks] == [r["variant"] + (" (= full)" if r["same_as"] else "") for r in rows]
     assert [t.get_fontweight() for _, t in ticks] == ["bold" if r["variant"] == "full" else "normal" for r in rows]
     for ax in axes:  # the reference and its duplicate are shaded in every panel, nothing else
-        shaded = [p for p in ax.patches if p.get_facecolor() == to_rgba(C.REFERENCE_SHADE)]
+        shaded = [p for p in ax.patches if p.get_facecolor() == to_rgba(F.REFERENCE_SHADE)]
         assert len(shaded) == 2
     # Δ panel: one point per variant at its Δ, filled exactly when significant, its CI as a bar
     points = {ln.get_ydata()[0]: ln for ln in axes[0].lines if ln.get_marker() == "o"}
@@ -338,7 +358,7 @@ def test_summary_figure_draws_each_variants_seeds_means_cis_and_delta(known_runs
     for v, yi in row_y.items():
         r = by[v]
         assert points[yi].get_xdata()[0] == pytest.approx(r["delta_mean_accuracy"])
-        assert to_rgba(points[yi].get_markerfacecolor()) == to_rgba("k" if r["p_value_holm"] < C.ALPHA else "white")
+        assert to_rgba(points[yi].get_markerfacecolor()) == to_rgba("k" if r["p_value_q"] < F.ALPHA else "white")
         if math.isfinite(r["delta_ci95_low"]):
             assert list(bars[yi].get_xdata()) == pytest.approx([r["delta_ci95_low"], r["delta_ci95_high"]])
     assert to_rgba(points[row_y["worse"]].get_markerfacecolor()) == to_rgba("k")  # significant: filled
@@ -362,7 +382,7 @@ def test_summary_figure_draws_each_variants_seeds_means_cis_and_delta(known_runs
     # a baseline near the runs is drawn as a dashed line where it is, and the x range reaches it
     # (0.905: below every run's value and CI, 0.925 and up, but within half their range of them)
     near = [{**r, "baseline_mean_accuracy": 0.905} for r in rows]
-    ax = C.summary_figure(near, TRAITS, "full").axes[1]
+    ax = F.summary_figure(near, TRAITS, "full").axes[1]
     dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
     assert len(dashed) == 1 and list(dashed[0].get_xdata()) == [0.905, 0.905]
     assert ax.get_xlim()[0] < 0.905 and ax.get_xlabel() == "accuracy (1 − MAE)"
@@ -513,10 +533,10 @@ def test_ablation_pipeline_end_to_end(ablated):
     assert ref["p_value"] == "" and float(ref["delta_mean_accuracy"]) == 0.0
     assert float(concat["delta_mean_accuracy"]) == pytest.approx(
         float(concat["mean_accuracy_mean"]) - float(ref["mean_accuracy_mean"]), abs=1e-5)
-    # the hierarchical bootstrap with B = 200: p is a count over 201; Holm over the 6 p-values of the only tested row
+    # the hierarchical bootstrap with B = 200: p is a count over 201; BH over the 6 p-values of the only tested row
     assert (float(concat["p_value"]) * 201) == pytest.approx(round(float(concat["p_value"]) * 201), abs=1e-3)
     ps = [float(concat["p_value"]), *(float(concat[f"p_value_{t}"]) for t in TRAITS)]
-    assert float(concat["p_value_holm"]) == pytest.approx(S.holm(ps)[0], abs=1e-5)
+    assert float(concat["p_value_q"]) == pytest.approx(S.bh(ps)[0], abs=1e-5)
     vals = {v: [r["best_val_mean_accuracy"] for r in records[v]] for v in TINY_VARIANTS}
     assert float(concat["val_win_share"]) == pytest.approx(
         S.share_greater(vals["concat"], vals["cross_attention_bidirectional"]), abs=1e-6)
@@ -591,4 +611,7 @@ def test_both_ablation_pipelines_parse_with_the_project_params(tmp_path):
     assert {f"faces@{t}" for t in f.frames} <= names
     assert {f"ablate@{t}-{m}-{s}" for t in f.frames for m in f.methods for s in f.seeds} <= names
     assert "compare" in names
+    listed = dvc(tmp_path, "stage", "list", "--name-only", "pipelines/ablation_calibration/dvc.yaml").stdout.split()
+    want = {f"calibration_run@{s}" for s in params.calibration.seeds} | {"calibrate"}
+    assert {s.rsplit(":", 1)[-1] for s in listed} == want
     dvc(tmp_path, "stage", "list", "--name-only")  # the main pipeline still parses beside them

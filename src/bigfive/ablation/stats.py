@@ -60,6 +60,18 @@ class BootstrapResult:
     resamples: int
 
 
+def score_arrays(variant: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both models' per-clip scores as float (seeds, clips, columns) arrays (a 2-D pair gets one column)."""
+    v = np.asarray(variant, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64)
+    if v.ndim == 2:
+        v, r = v[..., None], r[..., None]
+    if v.ndim != 3 or r.ndim != 3 or v.shape[1:] != r.shape[1:]:
+        raise ValueError(f"need (seeds, clips, columns) arrays with the same clips and columns, got {v.shape} and "
+                         f"{r.shape}")
+    return v, r
+
+
 def _counts(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
     """(rows, n) multiplicities of ``n`` draws with replacement from ``range(n)``, one row per resample."""
     idx = rng.integers(0, n, size=(rows, n)) + (np.arange(rows) * n)[:, None]
@@ -92,13 +104,7 @@ def hierarchical_bootstrap(variant: np.ndarray, reference: np.ndarray, resamples
     bootstrap bias, so few seeds make the test somewhat liberal, never seed-blind.
     Vectorised in blocks of resamples: one (block, N) x (N, (S_v + S_r) M) matrix product each.
     """
-    v = np.asarray(variant, dtype=np.float64)
-    r = np.asarray(reference, dtype=np.float64)
-    if v.ndim == 2:
-        v, r = v[..., None], r[..., None]
-    if v.ndim != 3 or r.ndim != 3 or v.shape[1:] != r.shape[1:]:
-        raise ValueError(f"need (seeds, clips, columns) arrays with the same clips and columns, got {v.shape} and "
-                         f"{r.shape}")
+    v, r = score_arrays(variant, reference)
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
     sv, n, m = v.shape
@@ -144,6 +150,26 @@ def holm(pvalues: list[float] | np.ndarray) -> list[float]:
     return out.tolist()
 
 
+def bh(pvalues: list[float] | np.ndarray) -> list[float]:
+    """Benjamini-Hochberg q-values (NaN stays NaN and is not counted): the smallest false discovery rate at which
+    each p-value would be called a discovery, q_(i) = min over j >= i of min(1, m p_(j) / j) (BH 1995).
+
+    For the exploratory cells: rejecting where q < alpha controls the expected share of false discoveries among
+    them (independent or positively dependent p-values), a weaker promise than Holm's family-wise error.
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    ok = np.flatnonzero(np.isfinite(p))
+    out = np.full(p.shape, math.nan)
+    m = ok.size
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 1.0
+    for rank in range(m, 0, -1):
+        i = order[rank - 1]
+        running = min(running, min(1.0, m * p[i] / rank))
+        out[i] = running
+    return out.tolist()
+
+
 def share_greater(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> float:
     """Share of all (a_i, b_j) pairs with a_i > b_j, ties counting one half (NaN when either is empty).
 
@@ -159,5 +185,5 @@ def share_greater(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> f
     return float(((diff > TIE).sum() + 0.5 * (np.abs(diff) <= TIE).sum()) / diff.size)
 
 
-__all__ = ["mean_std", "wilcoxon_p", "hierarchical_bootstrap", "BootstrapResult", "holm", "share_greater",
-           "TIE"]
+__all__ = ["mean_std", "wilcoxon_p", "hierarchical_bootstrap", "BootstrapResult", "holm", "bh", "share_greater",
+           "score_arrays", "TIE"]
