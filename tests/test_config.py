@@ -11,20 +11,13 @@ from bigfive.config import ConfigError, Params, flatten, load_params, replace, t
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# Dataclass defaults that still differ from params.yaml, each with the file that must change; the test fails
-# once one is fixed, so the entry goes with it. config/ablation.py belongs to the ablation work.
-KNOWN_DIFFERENT = {"ablation.epochs": "src/bigfive/config/ablation.py"}
-
-
 def test_dataclass_defaults_are_the_values_in_params_yaml():
     """A config built in Python is the documented one: every default equals params.yaml's value."""
     in_file = flatten(to_dict(load_params(ROOT / "params.yaml")))
     built = flatten(to_dict(Params()))
     assert set(built) == set(in_file)
-    differ = {key for key in built if built[key] != in_file[key]}
-    assert differ == set(KNOWN_DIFFERENT), {k: (built[k], in_file[k]) for k in differ}
-    without = {k: v for k, v in in_file.items() if k not in KNOWN_DIFFERENT}
-    assert without == {k: v for k, v in built.items() if k not in KNOWN_DIFFERENT}
+    differ = {key: (built[key], in_file[key]) for key in built if built[key] != in_file[key]}
+    assert not differ, differ
 
 
 def test_direct_train_entry_outside_the_repository_gets_the_documented_config(tmp_path, monkeypatch):

@@ -132,8 +132,8 @@ def test_ablation_on_slurm_lands_each_run_once_reruns_a_killed_job_and_compares_
         # the comparison from MLflow alone, on a machine without the run folders
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
-        _bigfive(env, elsewhere, "ablate", "--collect", "runs", "--params", str(params))
-        _bigfive(env, elsewhere, "compare", "--runs-dir", "runs", "--results-dir", "summary", "--params", str(params))
+        _bigfive(env, elsewhere, "compare", "--from-mlflow", "--runs-dir", "runs", "--results-dir", "summary",
+                 "--params", str(params))
     for v in VARIANTS:
         for s in SEEDS:
             rel = Path(v) / f"seed{s}" / PREDICTIONS_FILE

@@ -92,6 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", help="variant every other one is tested against (default: ablation.reference)")
     parser.add_argument("--all-found", action="store_true",
                         help="every run folder found, not only the configured variants x seeds")
+    parser.add_argument("--from-mlflow", action="store_true",
+                        help="first rebuild the run folders from the MLflow store's complete runs (as "
+                             "`bigfive ablate --collect`): compare on a machine that trained nothing")
     parser.add_argument("--calibrate", action="store_true",
                         help="measure the tests' false-positive rate on A/A splits of the reference's calibration "
                              "seeds (ablation.calibration) -> calibration.json, calibration.png, power.md")
@@ -116,7 +119,14 @@ def run(args: argparse.Namespace) -> int:
     if args.all_found:
         variants, seeds = None, None
     out = args.results_dir or results
-    compare(args.runs_dir or results / "runs", out, reference=args.reference or reference, variants=variants,
+    runs_dir = args.runs_dir or results / "runs"
+    if args.from_mlflow and not args.flow:
+        from bigfive.ablation.collect import collect
+
+        missing = collect(params, runs_dir)
+        if missing:
+            log.warning("%d run(s) not complete in MLflow, left out: %s", len(missing), ", ".join(missing[:10]))
+    compare(runs_dir, out, reference=args.reference or reference, variants=variants,
             seeds=seeds, test=cfg.test, resamples=cfg.bootstrap, seed=params.seed, alpha=cfg.alpha,
             primaries=primaries, clip_term=cfg.clip_term)
     return 0

@@ -153,7 +153,7 @@ class AblationConfig:
     # 5 seeds: the hierarchical test resamples them, and with 3 a single seed that misses the interaction trait
     # is a third of the evidence (docs/ablation.md, "The comparison and the tests")
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    epochs: int = 40
+    epochs: int = 16
     experiment: str = "bigfive-ablation"
     results_dir: str = "results/ablation"
     reference: str = DEFAULT_REFERENCE  # the full model every variant is tested against
