@@ -284,7 +284,8 @@ def test_apply_best_params(searched, tmp_path):
     after = load_params(params_file)
     best = load(searched["project"]).best_trial.params
     assert replace(before, best) == after
-    assert "# cross_attention | framewise | framewise_shifted | framewise_conv" in params_file.read_text()  # comments survive
+    # comments survive
+    assert "# cross_attention | framewise | framewise_shifted | framewise_conv" in params_file.read_text()
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  heads: 3\n  embed_dim: 64\n")
