@@ -57,7 +57,7 @@ def test_tune_objective_reads_validation_only(poisoned):
     from bigfive.tuning.objective import Objective
 
     base = _params()
-    cfg = replace(base, {"tune.epochs": 2}).tune
+    cfg = replace(base, {"tune.epochs": 2, "tune.pruner_min_resource": 1}).tune  # a 2-epoch trial: first rung at 1
     study = optuna.create_study(direction="maximize")
     study.optimize(Objective(base, cfg, poisoned, fit, tracking=False), n_trials=1)
     assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
