@@ -18,7 +18,7 @@ _WORKER = """
 import sys
 from pathlib import Path
 from bigfive.utils.gpus import pin_gpu
-print(pin_gpu(Path(sys.argv[1])), flush=True)
+print(pin_gpu(sys.argv[2], directory=Path(sys.argv[1])), flush=True)
 sys.stdin.read()
 """
 
@@ -29,9 +29,9 @@ def test_slots_go_round_robin_over_the_visible_devices():
     assert visible_devices({"CUDA_VISIBLE_DEVICES": ""}) == []
 
 
-def _start(locks: Path, visible: str) -> tuple[subprocess.Popen, str]:
+def _start(locks: Path, visible: str, device: str = "auto") -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": visible, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen([sys.executable, "-c", _WORKER, str(locks)], env=env, stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", _WORKER, str(locks), device], env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     return proc, proc.stdout.readline().strip()
 
@@ -87,3 +87,15 @@ def test_ablate_jobs_workers_are_pinned_at_start(tmp_path, monkeypatch):
     assert set(by_worker.values()) <= {"0", "1"}
     assert len(set(by_worker.values())) == len(by_worker), f"two workers share a GPU: {by_worker}"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1", "the parent keeps every device"
+
+
+def test_a_run_configured_for_one_named_gpu_is_not_pinned(tmp_path):
+    """train.device: cuda:1 names a GPU by its index among the visible ones: narrowing them would lose it."""
+    workers = []
+    try:
+        workers.append(_start(tmp_path, "0,1", device="cuda:1"))
+        workers.append(_start(tmp_path, "0,1", device="cuda"))
+        assert [dev for _, dev in workers] == ["None", "0"]
+    finally:
+        for proc, _ in workers:
+            _stop(proc)

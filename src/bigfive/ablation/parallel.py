@@ -82,7 +82,9 @@ def _context(params_path: str, tracking: bool, log_level: int | None = None) -> 
         from bigfive.utils.logs import setup_logging
 
         setup_logging(level=logging.getLevelName(log_level))
-        pin_gpu()  # one GPU per worker, round-robin over the visible ones, before CUDA starts here
+        params = load_params(params_path)
+        pin_gpu(params.train.device)  # one GPU per worker, round-robin over the visible ones, before CUDA starts
+        return {"params": params, "tracking": tracking}
     return {"params": load_params(params_path), "tracking": tracking}
 
 

@@ -74,8 +74,9 @@ def _slurm(*cmd: str) -> str:
 
 
 def live_tasks() -> set[str]:
-    """``<array job>_<task>`` of this user's ablation tasks that are queued or running."""
-    out = _slurm("squeue", "--me", "--noheader", "--array", f"--name={JOB_NAME}", "--format=%F %K %T")
+    """``<array job>_<task>`` of every user's ablation tasks that are queued or running: a colleague's runs
+    on the same MLflow server are in flight too, never abandoned (job ids are unique on a cluster)."""
+    out = _slurm("squeue", "--noheader", "--array", f"--name={JOB_NAME}", "--format=%F %K %T")
     tasks = set()
     for line in out.splitlines():
         job, task, _state = line.split()

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bigfive.inference.predictor import Predictor
@@ -46,7 +46,6 @@ class Job:
     started: float | None = None  # time.monotonic() when the worker took it
     done_at: float | None = None
     cancelled: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def figure(self) -> Path:
@@ -82,7 +81,10 @@ class JobQueue:
 
     def unfinished(self) -> int:
         with self._lock:
-            return sum(not j.finished for j in self._jobs.values())
+            return self._unfinished_locked()
+
+    def _unfinished_locked(self) -> int:
+        return sum(not j.finished for j in self._jobs.values())
 
     def check_room(self) -> None:
         """Raise :class:`QueueFull` when ``max_queue`` jobs are waiting or running."""
@@ -103,7 +105,7 @@ class JobQueue:
     def submit(self, job_id: str, name: str, clip: Path) -> Job:
         job = Job(job_id, name, clip, self.job_timeout_s)
         with self._lock:
-            if sum(not j.finished for j in self._jobs.values()) >= self.max_queue:
+            if self._unfinished_locked() >= self.max_queue:
                 shutil.rmtree(clip.parent, ignore_errors=True)
                 raise self._full()
             self._jobs[job_id] = job
@@ -120,6 +122,8 @@ class JobQueue:
         job = self.get(job_id)
         if job is not None and not job.finished:
             job.cancelled = True
+            if job.started is None:  # still waiting: end it now, so it frees its --max-queue place at once
+                self._end(job, ClipPrediction(job.name, status="error", error="cancelled"))
         return job
 
     def waiting_before(self, job: Job) -> int:
@@ -131,18 +135,26 @@ class JobQueue:
         def stage(name: str) -> None:
             job.stage = name
 
+        if job.finished:  # cancelled while it waited
+            return
+        result = None  # stays None if predict raises (the error is the future's, as before)
         try:
             job.started = time.monotonic()
             if job.cancelled or self._closed.is_set():
-                job.result = ClipPrediction(job.name, status="error", error="cancelled")
+                result = ClipPrediction(job.name, status="error", error="cancelled")
             else:
-                job.result = self.predictor.predict(job.clip, explain_to=job.figure, stage=stage, label=job.name,
+                result = self.predictor.predict(job.clip, explain_to=job.figure, stage=stage, label=job.name,
                                                     stop=lambda: "server stopping" if self._closed.is_set()
                                                     else job.stop_reason())
         finally:
-            job.clip.unlink(missing_ok=True)  # the face video goes as soon as its prediction is over
-            job.done_at = time.monotonic()
-            job.stage = "done"
+            self._end(job, result)
+
+    @staticmethod
+    def _end(job: Job, result: ClipPrediction | None) -> None:
+        job.result = result
+        job.clip.unlink(missing_ok=True)  # the face video goes as soon as its prediction is over
+        job.done_at = time.monotonic()
+        job.stage = "done"
 
     def _evict(self) -> None:
         """Drop the oldest finished jobs (and their files) beyond ``keep``; unfinished ones stay."""

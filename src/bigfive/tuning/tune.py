@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
                 raise FileNotFoundError(f"{features_dir}: no train/ and val/ features (run `dvc repro features`)")
             from bigfive.utils.gpus import pin_gpu
 
-            pin_gpu()  # workers sharing a multi-GPU node take one GPU each, round-robin, before CUDA starts
+            # workers sharing a multi-GPU node take one GPU each, round-robin, before CUDA starts
+            pin_gpu(params.train.device)
             if args.threads is not None:
                 import torch
 

@@ -60,10 +60,13 @@ def claim(devices: list[str], directory: Path | None = None, max_per_device: int
     return None
 
 
-def pin_gpu(directory: Path | None = None) -> str | None:
-    """Give this process one of the visible GPUs (see the module doc); returns it, or None if nothing changed."""
+def pin_gpu(device: str = "auto", directory: Path | None = None) -> str | None:
+    """Give this process one of the visible GPUs (see the module doc); returns it, or None if nothing changed.
+
+    ``device`` is the run's configured device: only ``auto`` and ``cuda`` are pinned, since narrowing
+    CUDA_VISIBLE_DEVICES would make an explicit ``cuda:N`` name a GPU that no longer exists."""
     devices = visible_devices()
-    if len(devices) < 2 or _HELD:
+    if device not in ("auto", "cuda") or len(devices) < 2 or _HELD:
         return None
     device = claim(devices, directory)
     if device is not None:
