@@ -85,10 +85,21 @@ def test_faces_redoes_every_clip_when_any_declared_param_changes(tmp_path):
     assert run_faces_stage(replace(base, {"preprocess.max_failed_share": 0.5})) == 0
     assert not _redone(_faces_npz(base))
 
+    # the seed draws only random sampling's jitter: with centre sampling a new seed keeps every clip
+    assert base.preprocess.sampling == "center"
+    assert run_faces_stage(replace(base, {"seed": 1})) == 0
+    assert not _redone(_faces_npz(base))
+
     changes = _changes(tmp_path)
     assert set(changes) == set(FACES.key_params())
     for key, value in changes.items():
-        changed = replace(base, {key: value})
+        if key == "seed":  # under random sampling, where it decides the frames
+            base_random = replace(base, {"preprocess.sampling": "random"})
+            assert run_faces_stage(base_random) == 0
+            _stamp_old(_faces_npz(base_random))
+            changed = replace(base_random, {key: value})
+        else:
+            changed = replace(base, {key: value})
         npz = _faces_npz(changed)
         if npz.exists():
             _stamp_old(npz)

@@ -30,7 +30,8 @@ from bigfive.utils.device import resolve_device
 
 # The input caps come from this run's ``preprocess`` section, not the checkpoint: they are the lab's
 # machine limits (how large a clip it will decode), not part of what the model was trained on.
-CAPS = ("max_frame_pixels", "max_duration_s", "max_decode_pixels", "shrink_pixels")
+# ``shrink_pixels`` is not one of them: it changes the boxes and crops, so it is the checkpoint's.
+CAPS = ("max_frame_pixels", "max_duration_s", "max_decode_pixels")
 
 
 def with_caps(cfg: PreprocessConfig, caps: PreprocessConfig | None) -> PreprocessConfig:
@@ -43,7 +44,7 @@ class Predictor:
     """``Predictor(checkpoint_path).predict("talk.mp4")`` -> :class:`ClipPrediction`.
 
     ``caps``: the ``preprocess`` section whose input caps (``max_frame_pixels``, ``max_duration_s``,
-    ``max_decode_pixels``, ``shrink_pixels``) apply; the rest of the preprocessing is the checkpoint's.
+    ``max_decode_pixels``) apply; the rest of the preprocessing (``shrink_pixels`` too) is the checkpoint's.
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", caps: PreprocessConfig | None = None):

@@ -87,7 +87,10 @@ def param_value(params: Params, key: str) -> Any:
 
 
 def param_values(params: Params, stage: StageInputs) -> dict[str, Any]:
-    return {key: param_value(params, key) for key in stage.key_params()}
+    values = {key: param_value(params, key) for key in stage.key_params()}
+    if "seed" in values and params.preprocess.sampling != "random":
+        values["seed"] = None  # the seed draws only random sampling's jitter: centre sampling never reads it
+    return values
 
 
 def source_path(path: str) -> Path:
