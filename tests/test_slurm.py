@@ -5,6 +5,7 @@ submits nothing, and the comparison is built from MLflow alone."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -75,17 +76,30 @@ def _until(what: str, check, timeout: float = HANG_S, every: float = 0.2):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _task_state(env: dict[str, str], task: str) -> str:
+    return subprocess.run(["squeue", "--noheader", "--job", task, "--format=%T"], env=env, capture_output=True,
+                          text=True).stdout.strip()
+
+
 def _kill_mid_run(env: dict[str, str], url: str, task: str, jobs: Path) -> str:
-    """Cancel array task ``task`` once its MLflow run is RUNNING; returns that run's id."""
-    def running():
+    """Cancel array task ``task`` while its MLflow run is RUNNING; returns that run's id.
+
+    Each look at MLflow happens with the task frozen (SIGSTOP to all its processes, SIGCONT after), so a
+    short run cannot complete between the look that finds it RUNNING and the kill, however slow the look."""
+    _until(f"{task} to start", lambda: _task_state(env, task) == "RUNNING", every=0.1)
+    deadline = time.monotonic() + HANG_S
+    while time.monotonic() < deadline:
+        cancel(env, task, signal.SIGSTOP)
         runs = [r for r in _runs(url) if r.data.tags.get(JOB_TAG) == task]
         if any(r.data.tags.get(COMPLETE_TAG) for r in runs):
             raise AssertionError(f"{task} completed before it could be killed (log: {list(jobs.glob('*.out'))})")
-        return next((r.info.run_id for r in runs if r.info.status == "RUNNING"), None)
-
-    run_id = _until(f"the MLflow run of {task}", running, every=0.1)
-    cancel(env, task)
-    return run_id
+        run_id = next((r.info.run_id for r in runs if r.info.status == "RUNNING"), None)
+        if run_id:
+            cancel(env, task)
+            return run_id
+        cancel(env, task, signal.SIGCONT)
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for the MLflow run of {task}")
 
 
 def test_ablation_on_slurm_lands_each_run_once_reruns_a_killed_job_and_compares_from_mlflow(tmp_path):
