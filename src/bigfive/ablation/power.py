@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from bigfive.ablation.seedtest import welch
+
 POWER = 0.8
 
 
@@ -35,9 +37,8 @@ def components(scores: np.ndarray) -> dict[str, np.ndarray]:
 def se_df(n: int, sd_a: float, sd_b: float, tau2_a: float, tau2_b: float, clips: int) -> tuple[float, float]:
     """SE of the difference at ``n`` seeds per arm and its Welch-Satterthwaite df."""
     terms = [(sd_a ** 2 / n, n - 1), (sd_b ** 2 / n, n - 1), ((tau2_a + tau2_b) / (n * clips), clips - 1)]
-    var = sum(t for t, _ in terms)
-    df = var ** 2 / sum(t ** 2 / k for t, k in terms if t > 0) if var > 0 else math.inf
-    return math.sqrt(var), df
+    var, df = welch(terms)
+    return math.sqrt(var), float(df)
 
 
 def power_t(delta: float, se: float, df: float, alpha: float) -> float:

@@ -62,6 +62,16 @@ def variance_terms(variant: np.ndarray, reference: np.ndarray, clip_term: bool =
     return delta, terms
 
 
+def welch(terms: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(variance, Welch-Satterthwaite df) of a sum of independent variance terms, each with its own df.
+
+    A term that is 0 adds nothing to either; with no variance at all the df is infinite."""
+    var = sum(t for t, _ in terms)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = sum(np.where(np.asarray(t) > 0, np.asarray(t) ** 2 / k, 0.0) for t, k in terms)
+        return var, np.where(var > 0, var ** 2 / spread, np.inf)
+
+
 def seed_t(variant: np.ndarray, reference: np.ndarray, *, level: float = 0.95, clip_term: bool = True) -> TResult:
     """Welch t test of the difference of mean accuracies over seeds (and clips), with its inverted CI.
 
@@ -71,11 +81,9 @@ def seed_t(variant: np.ndarray, reference: np.ndarray, *, level: float = 0.95, c
     from scipy import stats as st
 
     delta, terms = variance_terms(variant, reference, clip_term)
-    var = sum(t for t, _ in terms)
+    var, df = welch(terms)
     se = np.sqrt(var)
     with np.errstate(divide="ignore", invalid="ignore"):
-        df = var ** 2 / sum(t ** 2 / k for t, k in terms)
-        df = np.where(var > 0, df, np.inf)
         tstat = np.where(se > 0, delta / se, np.where(np.abs(delta) > 0, np.inf, 0.0))
         p = 2 * st.t.sf(np.abs(tstat), df)
         crit = st.t.ppf(0.5 + level / 2, df)
@@ -130,4 +138,4 @@ def permutation_p(variant: np.ndarray, reference: np.ndarray, *, max_exact: int 
     return extreme.mean(axis=0), 1.0 / len(groups)
 
 
-__all__ = ["TResult", "Kind", "seed_t", "one_sided_p", "permutation_p", "variance_terms"]
+__all__ = ["TResult", "Kind", "welch", "seed_t", "one_sided_p", "permutation_p", "variance_terms"]
