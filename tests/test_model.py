@@ -552,3 +552,26 @@ def test_new_options_reject_bad_values_naming_the_key(kw, key):
     with pytest.raises(ConfigError) as err:
         tiny(**kw).validate("model")
     assert err.value.key == key
+
+
+@pytest.mark.parametrize("fusion", ["framewise", "relative_time", "cross_attention"])
+def test_without_absolute_positions_a_pooled_fusion_cannot_tell_where_events_sit(fusion: str):
+    """model.positions none: no position parameters, and framewise fusion's pooled vector is invariant to moving
+    every step of both streams together (so it cannot read a cross-time order); with absolute positions it is not.
+    Attention and the offset profile stay sensitive: they see relative time through their bias."""
+    torch.manual_seed(0)
+    s, d = torch.randn(2, 8, 16), torch.randn(2, 8, 16)
+    perm = torch.tensor([3, 0, 6, 1, 7, 2, 5, 4])
+
+    def moved(positions: str) -> float:
+        torch.manual_seed(1)
+        cfg = tiny(embed_dim=16, heads=2, direction="static_to_dynamic", fusion=fusion, positions=positions)
+        module = build_fusion(cfg, 8).eval()
+        assert any("pos_" in k for k in module.state_dict()) == (positions == "absolute")
+        with torch.no_grad():
+            for w in module.parameters():  # any trained weights: a relative-time profile off the initial diagonal
+                w.add_(0.5 * torch.randn_like(w))
+            return float((module(s, d)[0][0] - module(s[:, perm], d[:, perm])[0][0]).abs().max())
+
+    assert moved("absolute") > 1e-3
+    assert (moved("none") < 1e-5) == (fusion == "framewise")

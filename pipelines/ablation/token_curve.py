@@ -122,7 +122,7 @@ def accuracy(pred: torch.Tensor, y: torch.Tensor) -> np.ndarray:
 def run_one(variant: str, n_train: int, seed: int, args) -> dict:
     torch.set_num_threads(1)
     params = load_params(args.params)
-    cfg = dataclasses.replace(params.model, **VARIANTS[variant])
+    cfg = dataclasses.replace(params.model, **VARIANTS[variant], positions=args.positions)
     train = make_split(n_train, 1000 + seed, args.noise, params.sample.label_noise)
     val = make_split(args.n_val, 2000 + seed, args.noise, params.sample.label_noise)
     test = make_split(args.n_test, 3000 + seed, args.noise, params.sample.label_noise)
@@ -232,6 +232,8 @@ def main() -> None:
     p.add_argument("--n-val", type=int, default=500)
     p.add_argument("--n-test", type=int, default=2000)
     p.add_argument("--noise", type=float, default=0.1, help="token noise (sd) on every event feature")
+    p.add_argument("--positions", choices=["absolute", "none"], default="absolute",
+                   help="model.positions of every variant (none: no learned absolute positions, docs/interaction.md)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--plot-only", action="store_true")
     args = p.parse_args()

@@ -38,6 +38,10 @@ class ModelConfig:
     time_bias_init: float = 6.0  # initial bias on the same-time diagonal
     time_bias_flat_heads: int = 0  # the last n heads start flat (no same-time prior), free to find other offsets
     value_rel_pos: bool = False  # relative-position value embeddings: an attended value carries its offset j - i
+    # learned absolute time positions added to both streams before per-step fusion. "none": a step carries only what
+    # it shows (attention keeps its relative-time bias), so a pooled fixed-alignment control cannot decode a
+    # cross-time order from where events sit (docs/interaction.md, "The position leak")
+    positions: Literal["absolute", "none"] = "absolute"
     conv_kernel: int = 7  # framewise_conv: temporal kernel over the fused sequence (spans offsets +-3)
     head_hidden: int = 64
     outputs: int = 5  # 5 traits, or 6 with interview (set from data.predict_interview)

@@ -41,7 +41,7 @@ class BaseFusion(nn.Module):
 
 
 class PerStepFusion(BaseFusion):
-    """Learned temporal positions, then ``cfg.layers`` blocks per direction that mix the streams per time step.
+    """Learned temporal positions (unless ``cfg.positions`` is none), then ``cfg.layers`` blocks per direction that mix the streams per time step.
 
     Bidirectional layers update both streams from the previous layer's tokens (co-attention); the
     normalised tokens of both streams are mean-pooled over time and concatenated. The subclasses
@@ -53,8 +53,13 @@ class PerStepFusion(BaseFusion):
         dim = cfg.embed_dim
         self.directions = [d for d in (STATIC_TO_DYNAMIC, DYNAMIC_TO_STATIC) if cfg.direction in (d, "bidirectional")]
         self.layers = cfg.layers
-        self.pos_static = nn.Parameter(torch.randn(1, frames, dim) * 0.02)
-        self.pos_dynamic = nn.Parameter(torch.randn(1, frames, dim) * 0.02)
+        # learned absolute positions (model.positions). With them, per-step features pooled over time can still tell
+        # *where* events were (e.g. a cue's mean step minus its partner's), which lets a fixed-alignment control read
+        # a cross-time order; "none" leaves relative time to attention's bias alone
+        self.pos_static = self.pos_dynamic = None
+        if cfg.positions == "absolute":
+            self.pos_static = nn.Parameter(torch.randn(1, frames, dim) * 0.02)
+            self.pos_dynamic = nn.Parameter(torch.randn(1, frames, dim) * 0.02)
 
         def block() -> CrossBlock:  # mix, then temporal, then the block's layers: the order weights are drawn in
             mix = self.make_mix(cfg, frames)
@@ -77,7 +82,8 @@ class PerStepFusion(BaseFusion):
         return None
 
     def forward(self, s: torch.Tensor, d: torch.Tensor) -> tuple[Pooled, Attention]:
-        s, d = s + self.pos_static, d + self.pos_dynamic
+        if self.pos_static is not None:
+            s, d = s + self.pos_static, d + self.pos_dynamic
         attention: Attention = {name: [] for name in self.directions}
         for i in range(self.layers):
             s_new, d_new = s, d
