@@ -78,7 +78,7 @@ def test_defaults_cover_every_required_variant_and_build():
     cfg = Params().ablation
     assert set(cfg.variants) == required
     assert cfg.reference == f"{xattn}_static_to_dynamic"
-    assert cfg.seeds == [0, 1, 2, 3, 4] and cfg.test == "seed_t"
+    assert cfg.seeds == [200, 201, 202, 203, 204] and cfg.test == "permutation"
     base = Params()
     built = {}
     for name, overrides in cfg.variants.items():

@@ -90,10 +90,48 @@ def test_superiority_and_equivalence_match_their_intervals():
 def test_permutation_is_exact_with_its_floor():
     a = np.full((5, 4, 1), 0.9) + np.arange(5)[:, None, None] * 1e-3
     p, floor = T.permutation_p(a + 0.05, a)
-    assert floor == pytest.approx(1 / 252)  # C(10, 5) labelings
+    assert floor == pytest.approx(2 / 252)  # C(10, 5) labelings, two-sided
     assert p[0] == pytest.approx(2 / 252)  # the observed split and its mirror image
     p_same, _ = T.permutation_p(a, a)
     assert p_same[0] == pytest.approx(1.0)
+
+
+def _brute_p_greater(a: np.ndarray, b: np.ndarray, x: float) -> np.ndarray:
+    """One-sided permutation p of H0 Δ <= x, by shifting the variant's seeds by x and counting every labeling."""
+    import itertools
+
+    seeds = np.concatenate([a.mean(axis=1) - x, b.mean(axis=1)])
+    sv, total = len(a), len(a) + len(b)
+    obs = seeds[:sv].mean(axis=0) - seeds[sv:].mean(axis=0)
+    stats = [seeds[list(g)].mean(axis=0) - np.delete(seeds, list(g), axis=0).mean(axis=0)
+             for g in itertools.combinations(range(total), sv)]
+    return np.mean([s >= obs - 1e-12 for s in stats], axis=0)
+
+
+def test_permutation_ci_is_its_own_inversion():
+    """The permutation CI excludes 0 exactly when its p < alpha; its one-sided p at any shift equals a brute-force
+    recount; each CI bound is where the shifted test's p crosses alpha; superiority and TOST match their intervals."""
+    rng = np.random.default_rng(5)
+    clip = 0.03 * rng.normal(size=(1, 40, 3))
+    both = set()
+    for k in range(150):
+        a = _scores(rng, 5, shift=0.006 * (k % 4), clip_effect=clip)
+        b = _scores(rng, 4 + k % 2, clip_effect=clip)
+        for alpha in (0.05, 0.1):
+            res = T.permutation(a, b, level=1 - alpha)
+            excludes = (res.low > 0) | (res.high < 0)
+            assert np.array_equal(excludes, res.p < alpha)
+            both |= set(excludes.tolist())
+        res = T.permutation(a, b, level=0.90)
+        assert np.array_equal(T.one_sided_p(res, "superiority", 0.002) < 0.05, res.low > 0.002)
+        eq = T.one_sided_p(res, "equivalence", 0.01) < 0.05
+        assert np.array_equal(eq, (res.low > -0.01) & (res.high < 0.01))
+    assert both == {True, False}  # not vacuous
+    for x in (-0.01, 0.0, 0.004):
+        np.testing.assert_allclose(res.p_greater(x), _brute_p_greater(a, b, x), atol=1e-12)
+    eps = 1e-9  # just inside the lower bound the one-sided test does not reject at alpha / 2, just outside it does
+    assert np.all(_brute_p_greater(a, b, res.low[0] - eps)[0] < 0.05)
+    assert np.all(_brute_p_greater(a, b, res.low[0] + eps)[0] >= 0.05)
 
 
 def test_bh_matches_hand_computed_values():
@@ -212,7 +250,7 @@ def test_compare_calibrate_command_writes_its_record(tmp_path):
     assert set(main) == set(K.CANDIDATES)
     rate = main["seed_t"]["alpha=0.05"]["mean"]
     assert rate["datasets"] == 120 and 0 <= rate["ci95"][0] <= rate["rate"] <= rate["ci95"][1] <= 1
-    assert record["summary_test"] == "seed_t_no_clip" and isinstance(record["calibrated"], bool)
+    assert record["summary_test"] == "permutation" and isinstance(record["calibrated"], bool)
     assert "Minimum detectable difference" in (out / "power.md").read_text()
     assert (out / "calibration.png").stat().st_size > 5_000
     # too few calibration runs for two arms of the ablation's seed count: one line saying what to run

@@ -8,13 +8,14 @@ under the results folder (``ablation.results_dir``, or ``ablation.flow.results_d
   each accuracy's own 95% CI, validation (``val_mean_accuracy_mean|std``, ``val_win_share``), the interaction epochs,
   Δ vs the reference with its CI (``delta_<trait>_accuracy``, ``delta_<trait>_ci95_low|high``), the p-values
   (``p_value``, ``p_value_<trait>``), their Benjamini-Hochberg q-values (``..._q``: the exploratory family) and
-  ``p_floor`` (the test's smallest attainable p; 0 for the t test). A duplicate variant repeats its twin's numbers.
+  ``p_floor`` (the test's smallest attainable p: 2 / labelings for the permutation; 0 for the t test). A duplicate
+  variant repeats its twin's numbers.
 - ``primaries.csv``: the primary comparisons declared in ``ablation.primaries``, with Holm over them only.
 - ``summary.md``: the primaries, then the exploratory tables; ``summary.png``; ``metrics.json`` (DVC metrics).
 
 Statistics: :mod:`bigfive.ablation.summary` (rows, q-values), :mod:`bigfive.ablation.primaries`,
-:mod:`bigfive.ablation.seedtest` (the t test), :mod:`bigfive.ablation.stats` (bootstrap, Holm, BH); tables:
-:mod:`bigfive.ablation.table`; figure: :mod:`bigfive.ablation.figures`; calibration and power:
+:mod:`bigfive.ablation.seedtest` (the permutation and t tests), :mod:`bigfive.ablation.stats` (bootstrap, Holm,
+BH); tables: :mod:`bigfive.ablation.table`; figure: :mod:`bigfive.ablation.figures`; calibration and power:
 :mod:`bigfive.ablation.calibration`, :mod:`bigfive.ablation.power`.
 """
 
@@ -53,7 +54,7 @@ def write_outputs(rows: list[dict[str, Any]], traits: list[str], out_dir: str | 
 
 
 def compare(runs_dir: str | Path, out_dir: str | Path, *, reference: str, variants: list[str] | None = None,
-            seeds: list[int] | None = None, test: str = "seed_t", resamples: int = 10000, seed: int = 0,
+            seeds: list[int] | None = None, test: str = "permutation", resamples: int = 10000, seed: int = 0,
             alpha: float = 0.05, primaries: dict[str, Any] | None = None,
             clip_term: bool = False) -> list[dict[str, Any]]:
     """Load, summarise and write everything; returns the summary rows. ``primaries``: ablation.primaries."""
@@ -67,7 +68,7 @@ def compare(runs_dir: str | Path, out_dir: str | Path, *, reference: str, varian
     if primaries:
         from bigfive.ablation.primaries import evaluate
 
-        prim = evaluate(runs, primaries, alpha, clip_term)
+        prim = evaluate(runs, primaries, alpha, clip_term, test)
     traits = traits_of(runs)
     paths = write_outputs(rows, traits, out_dir, reference, test, runs.problems, resamples, prim, alpha)
     log.info("compared %d variants (%d runs, %d left out): %s", len(rows), sum(len(v) for v in runs.runs.values()),

@@ -1,5 +1,7 @@
-"""The primary comparisons declared in ``params.yaml`` (``ablation.primaries``), tested with the calibrated seed-level
-t test (:mod:`bigfive.ablation.seedtest`) and adjusted with Holm over the primaries only.
+"""The primary comparisons declared in ``params.yaml`` (``ablation.primaries``), tested with the table's seed-level
+test (``ablation.test``: permutation or seed_t, :mod:`bigfive.ablation.seedtest`; the bootstrap and Wilcoxon have no
+one-sided inversion here, so they fall back to the calibrated permutation) and adjusted with Holm over the
+primaries only.
 
 Each primary states its direction or margin before the run: ``superiority`` (H1: variant − versus > margin,
 one-sided), ``equivalence`` (H1: |variant − versus| < margin, two one-sided tests) or ``two_sided``. Its CI is
@@ -16,6 +18,7 @@ import numpy as np
 
 from bigfive.ablation import seedtest, stats
 from bigfive.ablation.runs import Runs, clip_scores, common_clips, traits_of
+from bigfive.ablation.summary import seedtest_result
 from bigfive.config import ConfigError
 from bigfive.config.ablation import PrimaryConfig
 
@@ -31,18 +34,19 @@ def _column(traits: list[str], trait: str, name: str) -> int:
 
 
 def evaluate(runs: Runs, primaries: dict[str, PrimaryConfig], alpha: float = 0.05,
-             clip_term: bool = False) -> list[dict[str, Any]]:
+             clip_term: bool = False, test: str = "permutation") -> list[dict[str, Any]]:
     """One row per primary: Δ, CI, one-sided/TOST p, Holm-adjusted p over the primaries and the decision."""
     traits = traits_of(runs)
-    rows = [_one(runs, name, spec, traits, alpha, clip_term) for name, spec in primaries.items()]
+    test = test if test in ("permutation", "seed_t") else "permutation"
+    rows = [_one(runs, name, spec, traits, alpha, clip_term, test) for name, spec in primaries.items()]
     for row, adjusted in zip(rows, stats.holm([r["p_value"] for r in rows])):
         row["p_value_holm"] = adjusted
         row["decision"] = _decision(row, alpha)
     return rows
 
 
-def _one(runs: Runs, name: str, spec: PrimaryConfig, traits: list[str], alpha: float,
-         clip_term: bool) -> dict[str, Any]:
+def _one(runs: Runs, name: str, spec: PrimaryConfig, traits: list[str], alpha: float, clip_term: bool,
+         test: str) -> dict[str, Any]:
     row: dict[str, Any] = {"primary": name, "variant": spec.variant, "versus": spec.versus, "trait": spec.trait,
                            "kind": spec.kind, "margin": spec.margin, "seeds": "", "delta": math.nan,
                            "ci_low": math.nan, "ci_high": math.nan, "ci_level": math.nan, "p_value": math.nan}
@@ -54,11 +58,11 @@ def _one(runs: Runs, name: str, spec: PrimaryConfig, traits: list[str], alpha: f
     j = _column(traits, spec.trait, name)
     clips = common_clips([a, b])
     level = 1 - alpha if spec.kind == "two_sided" else 1 - 2 * alpha
-    res = seedtest.seed_t(clip_scores(a, clips)[..., j], clip_scores(b, clips)[..., j], level=level,
-                          clip_term=clip_term)
+    res = seedtest_result(clip_scores(a, clips)[..., j], clip_scores(b, clips)[..., j], test, level, clip_term)
     p = seedtest.one_sided_p(res, spec.kind, spec.margin)
     row.update(seeds=f"{len(a)} / {len(b)}", delta=float(res.delta[0]), ci_low=float(res.low[0]),
-               ci_high=float(res.high[0]), ci_level=level, p_value=float(np.asarray(p)[0]))
+               ci_high=float(res.high[0]), ci_level=level, p_value=float(np.asarray(p)[0]), test=test,
+               p_floor=getattr(res, "floor", 0.0) / (1 if spec.kind == "two_sided" else 2))
     return row
 
 

@@ -1,10 +1,11 @@
 """The statistics of ``bigfive compare``: one row per variant (means over seeds, its own CI, the test against the
 reference) and the exploratory family's Benjamini-Hochberg q-values. The primaries: :mod:`bigfive.ablation.primaries`.
 
-Tests (``ablation.test``): ``seed_t`` (default, :func:`bigfive.ablation.seedtest.seed_t`, calibrated in
-docs/statistics.md) gives the CI of Δ by inverting the same test, so the CI excludes 0 exactly when p < alpha;
-``hierarchical`` keeps the two-level bootstrap (percentile CI, centred p: they can disagree, and p has the floor
-1 / (B + 1)); ``wilcoxon`` is clip-paired and conditional on the trained seeds.
+Tests (``ablation.test``, calibrated in docs/statistics.md): ``permutation`` (default,
+:func:`bigfive.ablation.seedtest.permutation`) and ``seed_t`` (:func:`bigfive.ablation.seedtest.seed_t`) give the CI
+of Δ by inverting the same test, so the CI excludes 0 exactly when p < alpha; ``hierarchical`` keeps the two-level
+bootstrap (percentile CI, centred p: they can disagree, and p has the floor 1 / (B + 1)); ``wilcoxon`` is clip-paired
+and conditional on the trained seeds.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from bigfive.ablation.runs import KINDS, Runs, SeedRun, clip_errors, clip_scores
 
 log = logging.getLogger("bigfive.ablation")
 
-TESTS = {"seed_t": "Welch t over the per-seed mean accuracies (ablation.clip_term: plus the clip-paired variance); "
+TESTS = {"permutation": "exact permutation of whole seeds between the two models (shift model); CI by inverting the "
+                        "same test",
+         "seed_t": "Welch t over the per-seed mean accuracies (ablation.clip_term: plus the clip-paired variance); "
                    "CI by inverting the same test",
          "hierarchical": "hierarchical bootstrap over seeds and test clips",
          "wilcoxon": "clip-paired Wilcoxon signed-rank test of the seed-averaged per-clip error"}
@@ -33,7 +36,7 @@ def _median_interaction(values: list[float]) -> tuple[float, int, int]:
     return (float(np.median(reached)) if reached else math.nan), len(reached), len(recorded)
 
 
-def summarize(runs: Runs, reference: str, order: list[str] | None = None, *, test: str = "seed_t",
+def summarize(runs: Runs, reference: str, order: list[str] | None = None, *, test: str = "permutation",
               resamples: int = 10000, seed: int = 0, alpha: float = 0.05,
               clip_term: bool = False) -> list[dict[str, Any]]:
     """One row per variant (``order`` first, then any others found), as written to summary.csv.
@@ -149,12 +152,13 @@ def _versus_reference(own: list[SeedRun], ref: list[SeedRun] | None, is_referenc
         return out
     if len(own) < 2:
         log.warning("%s has one seed: its test cannot count seed-to-seed variation", own[0].variant)
-    delta, low, high, p = _test(clip_scores(own, clips), clip_scores(ref, clips), test, resamples, seed, alpha,
-                                clip_term)
+    delta, low, high, p, out["p_floor"] = _test(clip_scores(own, clips), clip_scores(ref, clips), test, resamples,
+                                                 seed, alpha, clip_term)
     if test == "wilcoxon":  # per-clip error averaged over seeds, variant - reference: one paired difference per clip
         diff = clip_errors(own, clips) - clip_errors(ref, clips)
         cols = np.concatenate([diff, diff.mean(axis=1, keepdims=True)], axis=1)
         p = np.array([stats.wilcoxon_p(cols[:, j]) for j in range(cols.shape[1])])
+        out["p_floor"] = 0.0
     for j, k in enumerate(keys):
         out[f"delta_{k}"] = float(delta[j])
         out[_ci_key(k, "low")], out[_ci_key(k, "high")] = float(low[j]), float(high[j])
@@ -164,13 +168,22 @@ def _versus_reference(own: list[SeedRun], ref: list[SeedRun] | None, is_referenc
 
 
 def _test(v: np.ndarray, r: np.ndarray, test: str, resamples: int, seed: int, alpha: float,
-          clip_term: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(Δ, CI low, CI high, p) per column: seed_t's inverted CI, else the bootstrap's percentile CI and its p."""
-    if test == "seed_t":
-        res = seedtest.seed_t(v, r, level=1 - alpha, clip_term=clip_term)
-        return res.delta, res.low, res.high, res.p
+          clip_term: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """(Δ, CI low, CI high, p, p floor) per column: the permutation's or seed_t's inverted CI, else the bootstrap's
+    percentile CI and its p."""
+    if test in ("permutation", "seed_t"):
+        res = seedtest_result(v, r, test, 1 - alpha, clip_term)
+        return res.delta, res.low, res.high, res.p, getattr(res, "floor", 0.0)
     res = stats.hierarchical_bootstrap(v, r, resamples, seed)
-    return res.delta, res.low, res.high, res.p
+    return res.delta, res.low, res.high, res.p, 1.0 / (resamples + 1)
+
+
+def seedtest_result(v: np.ndarray, r: np.ndarray, test: str, level: float,
+                    clip_term: bool) -> seedtest.TResult | seedtest.PermResult:
+    """The seed-level test ``test`` (permutation | seed_t) at CI ``level``; the table and the primaries share it."""
+    if test == "permutation":
+        return seedtest.permutation(v, r, level=level)
+    return seedtest.seed_t(v, r, level=level, clip_term=clip_term)
 
 
 def _ci_key(key: str, side: str) -> str:

@@ -12,7 +12,7 @@ from bigfive.ablation.runs import KINDS
 from bigfive.ablation.summary import TESTS, _ci_key
 
 PRIMARY_COLUMNS = ["primary", "variant", "versus", "trait", "kind", "margin", "seeds", "delta", "ci_low", "ci_high",
-                   "ci_level", "p_value", "p_value_holm", "decision"]
+                   "ci_level", "test", "p_value", "p_floor", "p_value_holm", "decision"]
 
 
 def columns(traits: list[str]) -> list[str]:
@@ -144,7 +144,8 @@ def _intro(rows: list[dict[str, Any]], traits: list[str], reference: str, test: 
     seeds = sorted({r["seeds"] for r in rows})
     m = sum(1 for r in rows if r["variant"] != reference and not r["same_as"]
             for k in ["p_value", *(f"p_value_{t}" for t in traits)] if math.isfinite(r.get(k, math.nan)))
-    ci = ("by inverting the same test (the CI excludes 0 exactly when p < alpha)" if test == "seed_t" else
+    ci = ("by inverting the same test (the CI excludes 0 exactly when p < alpha)" if test in ("seed_t", "permutation")
+          else
           f"from a hierarchical bootstrap over seeds and test clips ({resamples} resamples, percentile)")
     return ["## Exploratory comparisons", "",
             f"Test split, mean ± standard deviation over seeds ({'/'.join(map(str, seeds))} per variant); "
@@ -169,8 +170,12 @@ def _primaries_md(primaries: list[dict[str, Any]], alpha: float) -> list[str]:
         ci = (f"{p['delta']:+.4f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] ({100 * p['ci_level']:g}%)"
               if math.isfinite(p["delta"]) else "–")
         lines.append(f"| {p['primary']} | {p['variant']} vs {p['versus']} | {p['trait']} | {hyp} | {p['seeds']} | "
-                     f"{ci} | {fmt_p(p['p_value'])} | {fmt_p(p['p_value_holm'])} | {p['decision']} |")
-    return lines + ["", "The table's seed-level Welch t (ablation.clip_term: with the clip-paired variance or not), "
-                        f"one-sided or two one-sided tests; decisions at alpha = {alpha:g} after Holm. "
+                     f"{ci} | {fmt_p(p['p_value'], p['p_value'], p.get('p_floor', 0.0))} | "
+                     f"{fmt_p(p['p_value_holm'], p['p_value'], p.get('p_floor', 0.0))} | {p['decision']} |")
+    test = next((p["test"] for p in primaries if p.get("test")), "permutation")
+    name = {"permutation": "seed permutation test (exact over the labelings of whole seeds)",
+            "seed_t": "seed-level Welch t (ablation.clip_term: with the clip-paired variance or not)"}[test]
+    return lines + ["", f"The table's {name}, one-sided or two one-sided tests; decisions at alpha = {alpha:g} after "
+                        "Holm. "
                         "A one-sided or equivalence claim holds exactly when its (1 − 2 alpha) CI clears the margin.",
                     ""]
