@@ -264,3 +264,10 @@ def test_compare_calibrate_command_writes_its_record(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bigfive", "compare", "--params", str(tmp_path / "params.yaml"),
                            "--calibrate"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0 and "ablation.seeds" in proc.stderr and "2 or more per arm" in proc.stderr
+
+
+def test_shifted_power_sees_a_large_shift_and_not_none():
+    rng = np.random.default_rng(7)
+    scores = _scores(rng, 10, cols=2)
+    rate = K.shifted_power(scores, 5, np.array([0.05, 0.0]), 100)
+    assert rate[0] == 1.0 and rate[1] < 0.2

@@ -41,7 +41,8 @@ class BaseFusion(nn.Module):
 
 
 class PerStepFusion(BaseFusion):
-    """Learned temporal positions (unless ``cfg.positions`` is none), then ``cfg.layers`` blocks per direction that mix the streams per time step.
+    """Learned temporal positions (unless ``cfg.positions`` is none), then ``cfg.layers`` blocks per direction that
+    mix the streams per time step.
 
     Bidirectional layers update both streams from the previous layer's tokens (co-attention); the
     normalised tokens of both streams are mean-pooled over time and concatenated. The subclasses
