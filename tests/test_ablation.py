@@ -57,7 +57,8 @@ def reduced_ablation(params: dict, variants: list[str], seeds: list[int], *, boo
     defaults = to_dict(Params().ablation)
     section = {**defaults, **params.get("ablation", {})}
     chosen = {v: defaults["variants"][v] for v in variants} | (extra or {})
-    return {**section, "epochs": 1, "seeds": seeds, "variants": chosen,
+    # the mechanics run on small seed numbers, which are selection seeds: reuse allowed, as a user would say so
+    return {**section, "epochs": 1, "seeds": seeds, "reuse_selection_seeds": True, "variants": chosen,
             "reference": reference, "bootstrap": bootstrap, "test": "hierarchical",
             "flow": {**section["flow"], "variant": reference}}
 

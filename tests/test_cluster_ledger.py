@@ -27,7 +27,8 @@ def test_a_second_machine_runs_nothing_the_shared_store_has_complete(tmp_path, m
     params = tiny_params({
         "preprocess": {"features_dir": str(features)},
         "tracking": {"system_metrics": False},
-        "ablation": {"epochs": 1, "seeds": [0, 1], "reference": "concat", "flow": {"variant": "concat"}},
+        "ablation": {"epochs": 1, "seeds": [0, 1], "reuse_selection_seeds": True,
+                     "reference": "concat", "flow": {"variant": "concat"}},
     })
     params["ablation"]["variants"] = {"concat": {"model.fusion": "concat"}}
     path = tmp_path / "params.yaml"

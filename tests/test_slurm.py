@@ -32,7 +32,8 @@ def _params(tmp: Path) -> Path:
     params = tiny_params({
         "preprocess": {"features_dir": str(write_features(tmp / "features", n=32, splits=("train", "val", "test")))},
         "tracking": {"system_metrics": False},
-        "ablation": {"epochs": 1, "seeds": SEEDS, "variants": VARIANTS, "reference": "framewise", "bootstrap": 200,
+        "ablation": {"epochs": 1, "seeds": SEEDS, "reuse_selection_seeds": True,
+                     "variants": VARIANTS, "reference": "framewise", "bootstrap": 200,
                      "flow": {"variant": "framewise"}},
         "launcher": {"slurm": {"cpus": 1, "mem_gb": 1, "time": "10:00", "max_concurrent": 2,
                                "job_dir": str(tmp / "jobs"), "retries": 1}},

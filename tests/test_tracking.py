@@ -237,7 +237,8 @@ def test_helpers(tmp_path, monkeypatch):
     assert dvc_lock_hash("data/features") == "0123abcd.dir"
     assert dvc_lock_hash(tmp_path / "data" / "features") == "0123abcd.dir"
     assert dvc_lock_hash("data/other") is None
-    values = params_for_mlflow(tiny_params(**{"ablation.seeds": list(range(3000))}))
+    values = params_for_mlflow(tiny_params(**{"ablation.seeds": list(range(3000)),
+                                               "ablation.reuse_selection_seeds": True}))
     assert all(len(v) <= 6000 for v in values.values()) and values["ablation.seeds"].endswith("...")
 
 

@@ -1,11 +1,12 @@
 """Summary statistics over seeds and significance tests of a variant against the reference (numpy/scipy).
 
-The default test (``ablation.test: hierarchical``) treats **both** seeds and test clips as sources
-of variance: a two-level bootstrap that resamples each model's seeds and then the (paired) test
-clips, so a difference that rests on one lucky or unlucky seed does not come out significant.
-See :func:`hierarchical_bootstrap` for the exact construction and :func:`holm` for the multiple
-testing correction. ``ablation.test: wilcoxon`` keeps the older clip-paired Wilcoxon signed-rank
-test (:func:`wilcoxon_p`), which is conditional on the trained seeds (see its docstring).
+The default test is the seed permutation test (:mod:`bigfive.ablation.seedtest`); this module holds the
+shared helpers (mean/sd, Holm, Benjamini-Hochberg) and the alternatives. ``ablation.test: hierarchical``
+treats seeds and test clips as sources of variance: a two-level bootstrap that resamples each model's seeds
+and then the (paired) test clips (:func:`hierarchical_bootstrap`; it also gives each variant its own CI).
+Its false-positive rate depends on which seeds fail to learn the interaction (docs/statistics.md).
+``ablation.test: wilcoxon`` keeps the older clip-paired Wilcoxon signed-rank test (:func:`wilcoxon_p`), which
+is conditional on the trained seeds (see its docstring).
 """
 
 from __future__ import annotations
