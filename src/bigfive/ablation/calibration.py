@@ -33,18 +33,24 @@ ALPHAS = (0.05, 0.01)
 TARGET = (0.03, 0.07)  # acceptable rejection rate at alpha = 0.05
 
 
-def null_pvalues(scores: np.ndarray, per_arm: int, datasets: int, *, resamples: int = 999,
-                 seed: int = 0) -> dict[str, np.ndarray]:
-    """candidate -> (datasets, M) p-values on A/A splits of ``scores`` (S seeds, N clips, M columns)."""
-    s, n, m = scores.shape
+def aa_datasets(scores: np.ndarray, per_arm: int, datasets: int, seed: int = 0):  # noqa: ANN201 - generator
+    """Yield ``datasets`` A/A pairs (a, b) from ``scores`` (S seeds, N clips, M): two disjoint random arms of
+    ``per_arm`` seeds over the same clips resampled with replacement."""
+    s, n, _ = scores.shape
     if 2 * per_arm > s:
         raise ValueError(f"{s} reference seeds cannot make two disjoint arms of {per_arm}")
     rng = np.random.default_rng(seed)
-    out = {name: np.empty((datasets, m)) for name in CANDIDATES}
-    for k in range(datasets):
+    for _ in range(datasets):
         order = rng.permutation(s)
         clips = rng.integers(0, n, n)
-        a, b = scores[order[:per_arm]][:, clips], scores[order[per_arm:2 * per_arm]][:, clips]
+        yield scores[order[:per_arm]][:, clips], scores[order[per_arm:2 * per_arm]][:, clips]
+
+
+def null_pvalues(scores: np.ndarray, per_arm: int, datasets: int, *, resamples: int = 999,
+                 seed: int = 0) -> dict[str, np.ndarray]:
+    """candidate -> (datasets, M) p-values on A/A splits of ``scores`` (S seeds, N clips, M columns)."""
+    out = {name: np.empty((datasets, scores.shape[2])) for name in CANDIDATES}
+    for k, (a, b) in enumerate(aa_datasets(scores, per_arm, datasets, seed)):
         out["seed_t"][k] = seedtest.seed_t(a, b).p
         out["seed_t_no_clip"][k] = seedtest.seed_t(a, b, clip_term=False).p
         out["permutation"][k] = seedtest.permutation_p(a, b)[0]
@@ -59,12 +65,8 @@ def shifted_power(scores: np.ndarray, per_arm: int, shifts: np.ndarray, datasets
     The power table is computed for the t test (closed form); this measures the permutation test, which the
     summary uses, at the same differences on the real seed distribution (bimodal where seeds miss the interaction).
     """
-    s, n, m = scores.shape
-    rng = np.random.default_rng(seed)
-    hits = np.zeros(m)
-    for _ in range(datasets):
-        order, clips = rng.permutation(s), rng.integers(0, n, n)
-        a, b = scores[order[:per_arm]][:, clips], scores[order[per_arm:2 * per_arm]][:, clips]
+    hits = np.zeros(scores.shape[2])
+    for a, b in aa_datasets(scores, per_arm, datasets, seed):
         hits += seedtest.permutation(a + shifts[None, None, :], b).p < alpha
     return hits / datasets
 

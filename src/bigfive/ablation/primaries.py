@@ -18,7 +18,6 @@ import numpy as np
 
 from bigfive.ablation import seedtest, stats
 from bigfive.ablation.runs import Runs, clip_scores, common_clips, traits_of
-from bigfive.ablation.summary import seedtest_result
 from bigfive.config import ConfigError
 from bigfive.config.ablation import PrimaryConfig
 
@@ -58,11 +57,11 @@ def _one(runs: Runs, name: str, spec: PrimaryConfig, traits: list[str], alpha: f
     j = _column(traits, spec.trait, name)
     clips = common_clips([a, b])
     level = 1 - alpha if spec.kind == "two_sided" else 1 - 2 * alpha
-    res = seedtest_result(clip_scores(a, clips)[..., j], clip_scores(b, clips)[..., j], test, level, clip_term)
+    res = seedtest.seed_level(clip_scores(a, clips)[..., j], clip_scores(b, clips)[..., j], test, level, clip_term)
     p = seedtest.one_sided_p(res, spec.kind, spec.margin)
     row.update(seeds=f"{len(a)} / {len(b)}", delta=float(res.delta[0]), ci_low=float(res.low[0]),
                ci_high=float(res.high[0]), ci_level=level, p_value=float(np.asarray(p)[0]), test=test,
-               p_floor=getattr(res, "floor", 0.0) / (1 if spec.kind == "two_sided" else 2))
+               p_floor=res.floor / (1 if spec.kind == "two_sided" else 2))
     return row
 
 

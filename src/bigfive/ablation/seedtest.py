@@ -43,6 +43,7 @@ class TResult:
     high: np.ndarray
     p: np.ndarray  # (M,) two-sided
     level: float
+    floor: float = 0.0  # the smallest p the test can return: none for the t test
 
     def p_greater(self, x: float) -> np.ndarray:
         """One-sided p of H0 Δ <= x (H1 Δ > x) from the same t distribution."""
@@ -132,11 +133,19 @@ class PermResult:
     delta: np.ndarray  # (M,)
     low: np.ndarray  # (M,) CI at ``level``, equal tails
     high: np.ndarray
-    p: np.ndarray  # (M,) two-sided: twice the smaller one-sided p, capped at 1
     level: float
-    floor: float  # the smallest two-sided p: 2 / labelings
     bounds: np.ndarray
     labelings: int
+
+    @property
+    def p(self) -> np.ndarray:
+        """(M,) two-sided: twice the smaller one-sided p at 0, capped at 1."""
+        return np.minimum(1.0, 2 * np.minimum(self.p_greater(0.0), self.p_less(0.0)))
+
+    @property
+    def floor(self) -> float:
+        """The smallest two-sided p: 2 / labelings."""
+        return min(1.0, 2 / self.labelings)
 
     def p_greater(self, x: float) -> np.ndarray:
         """One-sided p of H0 Δ <= x (H1 Δ > x): the observed labeling plus those at least as large."""
@@ -187,9 +196,15 @@ def permutation(variant: np.ndarray, reference: np.ndarray, *, level: float = 0.
     tail = math.ceil((1 - level) / 2 * g - 1e-9) - 1
     low = bounds[tail - 1] if tail >= 1 else np.full(delta.shape, -np.inf)
     high = bounds[len(bounds) - tail] if tail >= 1 else np.full(delta.shape, np.inf)
-    res = PermResult(delta, low, high, np.ones_like(delta), level, min(1.0, 2 / g), bounds, g)
-    p = np.minimum(1.0, 2 * np.minimum(res.p_greater(0.0), res.p_less(0.0)))
-    return PermResult(delta, low, high, p, level, res.floor, bounds, g)
+    return PermResult(delta, low, high, level, bounds, g)
+
+
+def seed_level(variant: np.ndarray, reference: np.ndarray, test: str, level: float,
+               clip_term: bool = False) -> TResult | PermResult:
+    """The seed-level test ``test`` (permutation | seed_t) at CI ``level``: what the table and the primaries use."""
+    if test == "permutation":
+        return permutation(variant, reference, level=level)
+    return seed_t(variant, reference, level=level, clip_term=clip_term)
 
 
 def permutation_p(variant: np.ndarray, reference: np.ndarray, **kw: Any) -> tuple[np.ndarray, float]:
@@ -199,4 +214,4 @@ def permutation_p(variant: np.ndarray, reference: np.ndarray, **kw: Any) -> tupl
 
 
 __all__ = ["TResult", "PermResult", "Kind", "welch", "seed_t", "one_sided_p", "permutation", "permutation_p",
-           "variance_terms"]
+           "seed_level", "variance_terms"]

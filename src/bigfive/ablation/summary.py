@@ -172,18 +172,11 @@ def _test(v: np.ndarray, r: np.ndarray, test: str, resamples: int, seed: int, al
     """(Δ, CI low, CI high, p, p floor) per column: the permutation's or seed_t's inverted CI, else the bootstrap's
     percentile CI and its p."""
     if test in ("permutation", "seed_t"):
-        res = seedtest_result(v, r, test, 1 - alpha, clip_term)
-        return res.delta, res.low, res.high, res.p, getattr(res, "floor", 0.0)
+        res = seedtest.seed_level(v, r, test, 1 - alpha, clip_term)
+        return res.delta, res.low, res.high, res.p, res.floor
     res = stats.hierarchical_bootstrap(v, r, resamples, seed)
     return res.delta, res.low, res.high, res.p, 1.0 / (resamples + 1)
 
-
-def seedtest_result(v: np.ndarray, r: np.ndarray, test: str, level: float,
-                    clip_term: bool) -> seedtest.TResult | seedtest.PermResult:
-    """The seed-level test ``test`` (permutation | seed_t) at CI ``level``; the table and the primaries share it."""
-    if test == "permutation":
-        return seedtest.permutation(v, r, level=level)
-    return seedtest.seed_t(v, r, level=level, clip_term=clip_term)
 
 
 def _ci_key(key: str, side: str) -> str:
